@@ -1,0 +1,1 @@
+//! placeholder: being written (helper-3 replaces this file).

@@ -1,0 +1,65 @@
+//! Exit codes, documented once.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (for checks: the check passed, or for `needs-renewal`: renewal is needed) |
+//! | 1 | runtime failure (for checks: the check failed, e.g. `verify` rejected the chain) |
+//! | 2 | `lint` found errors; `needs-renewal`: the certificate file does not exist |
+//! | 64 | usage or configuration error (bad flags, unreadable input) |
+//! | 255 | `needs-renewal` could not decide (so systemd `ExecCondition=` marks the unit failed) |
+
+/// Usage or configuration error (EX_USAGE).
+pub const USAGE: u8 = 64;
+/// Runtime failure.
+pub const FAILURE: u8 = 1;
+
+/// An error the user caused (bad flags, an existing output file, unreadable input): exit 64.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for returning a usage error.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// The exit code for an error that reached `main`.
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    let usage_like = e.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<keep_pki::pem::PemError>()
+            || c.is::<keep_pki::duration::DurationError>()
+            || matches!(
+                c.downcast_ref::<keep_pki::cert::CertError>(),
+                Some(
+                    keep_pki::cert::CertError::Usage(_)
+                        | keep_pki::cert::CertError::BadSan { .. }
+                        | keep_pki::cert::CertError::EmptyValidity { .. }
+                )
+            )
+            || matches!(
+                c.downcast_ref::<keep_pki::key::KeyError>(),
+                Some(keep_pki::key::KeyError::BadKeyFlags(_))
+            )
+    });
+    if usage_like { USAGE } else { FAILURE }
+}
+
+/// One line per cause, outermost first, without repeating identical text.
+pub fn render(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
