@@ -139,7 +139,9 @@ pub enum CertError {
         problem: String,
     },
     /// The validity window is empty or inverted.
-    #[error("the certificate would not be valid at any time: not-after {not_after} is not after not-before {not_before}")]
+    #[error(
+        "the certificate would not be valid at any time: not-after {not_after} is not after not-before {not_before}"
+    )]
     EmptyValidity {
         /// Start, RFC 3339.
         not_before: String,
@@ -291,12 +293,12 @@ impl Issuer {
                 cert.common_name.as_deref().unwrap_or("the certificate")
             )));
         }
-        if let Ok(Some(ku)) = x.key_usage() {
-            if !ku.value.key_cert_sign() {
-                return Err(bad(
-                    "the CA certificate's keyUsage does not allow keyCertSign".into(),
-                ));
-            }
+        if let Ok(Some(ku)) = x.key_usage()
+            && !ku.value.key_cert_sign()
+        {
+            return Err(bad(
+                "the CA certificate's keyUsage does not allow keyCertSign".into(),
+            ));
         }
         if !key.matches_certificate(&cert.der) {
             return Err(bad(
@@ -446,7 +448,10 @@ fn requested_sans(req: &CertRequest) -> Vec<String> {
 fn base_params(req: &CertRequest) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    let cn = req.common_name.clone().unwrap_or_else(|| req.subject.clone());
+    let cn = req
+        .common_name
+        .clone()
+        .unwrap_or_else(|| req.subject.clone());
     if cn.trim().is_empty() {
         return Err(CertError::Usage("the subject must not be empty".into()));
     }
@@ -480,7 +485,9 @@ fn base_params(req: &CertRequest) -> Result<CertificateParams, CertError> {
         params.is_ca = IsCa::ExplicitNoCa;
         params.extended_key_usages = req.eku.unwrap_or(EkuChoice::Both).purposes();
         for s in requested_sans(req) {
-            params.subject_alt_names.push(parse_san(&s).map_err(|e| match e {
+            params
+                .subject_alt_names
+                .push(parse_san(&s).map_err(|e| match e {
                 CertError::BadSan { value, hint } if value == req.subject => CertError::BadSan {
                     value,
                     hint: format!(
@@ -619,10 +626,10 @@ pub fn create(
     } else if !req.profile.is_ca() {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     }
-    if let Some(iss) = issuer {
-        if req.profile == Profile::IntermediateCa {
-            check_path_len(iss)?;
-        }
+    if let Some(iss) = issuer
+        && req.profile == Profile::IntermediateCa
+    {
+        check_path_len(iss)?;
     }
     let pair = key.key_pair();
     finish(
@@ -638,16 +645,16 @@ pub fn create(
 
 /// Refuses to put an intermediate under a CA whose pathlen is 0.
 fn check_path_len(iss: &Issuer) -> Result<(), CertError> {
-    let (_, x) = X509Certificate::from_der(&iss.cert.der)
-        .map_err(|e| CertError::Build(e.to_string()))?;
-    if let Ok(Some(bc)) = x.basic_constraints() {
-        if bc.value.path_len_constraint == Some(0) {
-            return Err(CertError::Usage(
-                "the issuer has path length 0, so it may sign leaves only, not another CA; \
-                 sign the intermediate with the root"
-                    .into(),
-            ));
-        }
+    let (_, x) =
+        X509Certificate::from_der(&iss.cert.der).map_err(|e| CertError::Build(e.to_string()))?;
+    if let Ok(Some(bc)) = x.basic_constraints()
+        && bc.value.path_len_constraint == Some(0)
+    {
+        return Err(CertError::Usage(
+            "the issuer has path length 0, so it may sign leaves only, not another CA; \
+             sign the intermediate with the root"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -731,9 +738,8 @@ pub fn read_csr(input: &[u8], source: &Source) -> Result<CsrInfo, CertError> {
         origin: source.clone(),
         problem,
     };
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-            .map_err(|e| bad(format!("not a valid certificate request ({e})")))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| bad(format!("not a valid certificate request ({e})")))?;
     csr.verify_signature().map_err(|_| {
         bad("the request's signature does not verify; it was altered or is not self-signed".into())
     })?;
@@ -876,7 +882,12 @@ mod tests {
         let mut r = req(Profile::RootCa, "root.claw.internal");
         r.common_name = Some("Claw Root CA".into());
         let issued = create(&r, &key, None).unwrap();
-        Issuer::new(issued.cert.pem().as_bytes(), &Source::Other("root".into()), key).unwrap()
+        Issuer::new(
+            issued.cert.pem().as_bytes(),
+            &Source::Other("root".into()),
+            key,
+        )
+        .unwrap()
     }
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -947,14 +958,23 @@ mod tests {
 
     #[test]
     fn san_kinds_are_detected() {
-        assert!(matches!(parse_san("10.1.2.3").unwrap(), SanType::IpAddress(_)));
+        assert!(matches!(
+            parse_san("10.1.2.3").unwrap(),
+            SanType::IpAddress(_)
+        ));
         assert!(matches!(parse_san("::1").unwrap(), SanType::IpAddress(_)));
         assert!(matches!(
             parse_san("spiffe://claw.internal/agent/a").unwrap(),
             SanType::URI(_)
         ));
-        assert!(matches!(parse_san("ops@claw.internal").unwrap(), SanType::Rfc822Name(_)));
-        assert!(matches!(parse_san("*.claw.internal").unwrap(), SanType::DnsName(_)));
+        assert!(matches!(
+            parse_san("ops@claw.internal").unwrap(),
+            SanType::Rfc822Name(_)
+        ));
+        assert!(matches!(
+            parse_san("*.claw.internal").unwrap(),
+            SanType::DnsName(_)
+        ));
         let e = parse_san("Vault Server").unwrap_err().to_string();
         assert!(e.contains("COMMON_NAME"), "{e}");
         assert!(parse_san("bad..name").is_err());
@@ -976,12 +996,20 @@ mod tests {
         let mut r = req(Profile::RootCa, "short root");
         r.not_after = Some(TimeSpec::Relative(Duration::days(10)));
         let root_cert = create(&r, &key, None).unwrap();
-        let issuer =
-            Issuer::new(root_cert.cert.pem().as_bytes(), &Source::Other("r".into()), key).unwrap();
+        let issuer = Issuer::new(
+            root_cert.cert.pem().as_bytes(),
+            &Source::Other("r".into()),
+            key,
+        )
+        .unwrap();
         let leaf_key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let issued = create(&req(Profile::Leaf, "a.test"), &leaf_key, Some(&issuer)).unwrap();
         assert_eq!(issued.cert.not_after, issuer.cert.not_after);
-        assert!(issued.warnings[0].contains("truncated"), "{:?}", issued.warnings);
+        assert!(
+            issued.warnings[0].contains("truncated"),
+            "{:?}",
+            issued.warnings
+        );
     }
 
     #[test]
@@ -994,7 +1022,12 @@ mod tests {
         assert!(e.to_string().contains("do not apply"), "{e}");
         let mut r = req(Profile::RootCa, "r");
         r.eku = Some(EkuChoice::Client);
-        assert!(create(&r, &key, None).unwrap_err().to_string().contains("--eku"));
+        assert!(
+            create(&r, &key, None)
+                .unwrap_err()
+                .to_string()
+                .contains("--eku")
+        );
     }
 
     #[test]
@@ -1018,12 +1051,20 @@ mod tests {
         let issuer = root();
         let leaf_key = PrivateKey::generate(KeyType::EcP256).unwrap();
         let leaf = create(&req(Profile::Leaf, "a.test"), &leaf_key, Some(&issuer)).unwrap();
-        let e = Issuer::new(leaf.cert.pem().as_bytes(), &Source::Other("leaf".into()), leaf_key)
-            .unwrap_err();
+        let e = Issuer::new(
+            leaf.cert.pem().as_bytes(),
+            &Source::Other("leaf".into()),
+            leaf_key,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not a CA"), "{e}");
         let other = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let e = Issuer::new(issuer.cert.pem().as_bytes(), &Source::Other("root".into()), other)
-            .unwrap_err();
+        let e = Issuer::new(
+            issuer.cert.pem().as_bytes(),
+            &Source::Other("root".into()),
+            other,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
     }
 
@@ -1031,17 +1072,34 @@ mod tests {
     fn intermediate_under_pathlen_zero_is_refused() {
         let root = root();
         let ikey = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let inter = create(&req(Profile::IntermediateCa, "Claw Intermediate"), &ikey, Some(&root))
-            .unwrap();
+        let inter = create(
+            &req(Profile::IntermediateCa, "Claw Intermediate"),
+            &ikey,
+            Some(&root),
+        )
+        .unwrap();
         let x = parse(&inter.cert.der);
         assert_eq!(
-            x.basic_constraints().unwrap().unwrap().value.path_len_constraint,
+            x.basic_constraints()
+                .unwrap()
+                .unwrap()
+                .value
+                .path_len_constraint,
             Some(0)
         );
-        let inter_issuer =
-            Issuer::new(inter.cert.pem().as_bytes(), &Source::Other("i".into()), ikey).unwrap();
+        let inter_issuer = Issuer::new(
+            inter.cert.pem().as_bytes(),
+            &Source::Other("i".into()),
+            ikey,
+        )
+        .unwrap();
         let k = PrivateKey::generate(KeyType::EcP256).unwrap();
-        let e = create(&req(Profile::IntermediateCa, "sub"), &k, Some(&inter_issuer)).unwrap_err();
+        let e = create(
+            &req(Profile::IntermediateCa, "sub"),
+            &k,
+            Some(&inter_issuer),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("path length 0"), "{e}");
         // Leaves under the intermediate bundle the intermediate but not the root.
         let leaf = create(&req(Profile::Leaf, "a.test"), &k, Some(&inter_issuer)).unwrap();

@@ -9,7 +9,9 @@ use time::{Duration, OffsetDateTime};
 
 /// A duration or time that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a duration or RFC 3339 time: {problem}; examples: 24h, 90d, 1h30m, -5m, 2027-01-01T00:00:00Z")]
+#[error(
+    "{input:?} is not a duration or RFC 3339 time: {problem}; examples: 24h, 90d, 1h30m, -5m, 2027-01-01T00:00:00Z"
+)]
 pub struct DurationError {
     /// What the user typed.
     pub input: String,
@@ -159,7 +161,9 @@ mod tests {
     fn time_specs_accept_rfc3339_and_durations() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         assert_eq!(
-            parse_time_spec("2027-01-02T03:04:05Z").unwrap().resolve(now),
+            parse_time_spec("2027-01-02T03:04:05Z")
+                .unwrap()
+                .resolve(now),
             OffsetDateTime::from_unix_timestamp(1_798_859_045).unwrap()
         );
         assert_eq!(

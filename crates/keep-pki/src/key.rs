@@ -59,9 +59,7 @@ impl KeyType {
                     return bad("--size applies to --kty RSA only".into());
                 }
                 match curve_norm.as_deref() {
-                    None | Some("P-256") | Some("P256") | Some("PRIME256V1") => {
-                        Ok(KeyType::EcP256)
-                    }
+                    None | Some("P-256") | Some("P256") | Some("PRIME256V1") => Ok(KeyType::EcP256),
                     Some("P-384") | Some("P384") | Some("SECP384R1") => Ok(KeyType::EcP384),
                     Some("ED25519") if kty.is_none() => Ok(KeyType::Ed25519),
                     Some(_) => bad(format!(
@@ -122,7 +120,9 @@ pub enum KeyError {
     #[error(transparent)]
     Pem(#[from] pem::PemError),
     /// The input holds PEM, but no private key block.
-    #[error("{origin}: no private key found (saw {found}); fix: pass the key file, not the certificate")]
+    #[error(
+        "{origin}: no private key found (saw {found}); fix: pass the key file, not the certificate"
+    )]
     NoKey {
         /// Where we looked.
         origin: Source,
@@ -136,7 +136,9 @@ pub enum KeyError {
         origin: Source,
     },
     /// The password did not decrypt the key.
-    #[error("{origin}: could not decrypt the private key: wrong password, or an encryption scheme keep does not support ({detail}); fix: check the password file (a trailing newline is ignored), or re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc`")]
+    #[error(
+        "{origin}: could not decrypt the private key: wrong password, or an encryption scheme keep does not support ({detail}); fix: check the password file (a trailing newline is ignored), or re-encrypt with `openssl pkcs8 -topk8 -v2 aes-256-cbc`"
+    )]
     Decrypt {
         /// The key's source.
         origin: Source,
@@ -144,7 +146,9 @@ pub enum KeyError {
         detail: String,
     },
     /// Legacy OpenSSL encryption (`Proc-Type: 4,ENCRYPTED` + `DEK-Info`).
-    #[error("{origin}, line {line}: this key uses legacy OpenSSL PEM encryption (DEK-Info), which keep does not read; fix: convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`")]
+    #[error(
+        "{origin}, line {line}: this key uses legacy OpenSSL PEM encryption (DEK-Info), which keep does not read; fix: convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`"
+    )]
     LegacyEncryption {
         /// The key's source.
         origin: Source,
@@ -210,7 +214,11 @@ impl PrivateKey {
     }
 
     /// Builds a key from plaintext PKCS#8 (v1 or v2) DER.
-    pub fn from_pkcs8_der(der: &[u8], source: &Source, line: usize) -> Result<PrivateKey, KeyError> {
+    pub fn from_pkcs8_der(
+        der: &[u8],
+        source: &Source,
+        line: usize,
+    ) -> Result<PrivateKey, KeyError> {
         let invalid = |problem: String| KeyError::Invalid {
             origin: source.clone(),
             line,
@@ -488,7 +496,10 @@ mod tests {
 
     #[test]
     fn key_flags_resolve_like_step() {
-        assert_eq!(KeyType::from_flags(None, None, None).unwrap(), KeyType::EcP256);
+        assert_eq!(
+            KeyType::from_flags(None, None, None).unwrap(),
+            KeyType::EcP256
+        );
         assert_eq!(
             KeyType::from_flags(Some("EC"), Some("P-384"), None).unwrap(),
             KeyType::EcP384
@@ -553,8 +564,8 @@ mod tests {
     #[test]
     fn legacy_dek_info_is_refused_with_fix() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
-        let err = load_private_key(pem.as_bytes(), &Source::Other("old.key".into()), None)
-            .unwrap_err();
+        let err =
+            load_private_key(pem.as_bytes(), &Source::Other("old.key".into()), None).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("old.key") && msg.contains("line 1"), "{msg}");
         assert!(msg.contains("openssl pkcs8 -topk8"), "{msg}");

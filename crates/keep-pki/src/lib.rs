@@ -51,4 +51,3 @@ pub struct CertParseError {
     /// What is wrong, in words.
     pub problem: String,
 }
-

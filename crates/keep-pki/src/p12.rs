@@ -21,7 +21,9 @@ pub const ITERATIONS: u32 = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum P12Error {
     /// The key does not belong to the certificate.
-    #[error("the private key does not match the certificate; fix: pass the key that was created with this certificate")]
+    #[error(
+        "the private key does not match the certificate; fix: pass the key that was created with this certificate"
+    )]
     KeyMismatch,
     /// The PKCS#12 library refused an input.
     #[error("could not build the PKCS#12 file: {0}")]
@@ -84,13 +86,20 @@ mod tests {
             "agent-01",
         )
         .unwrap();
-        let ks = KeyStore::from_pkcs12(&bytes, "p12-pass", p12_keystore::Pkcs12ImportPolicy::Relaxed)
-            .unwrap();
+        let ks = KeyStore::from_pkcs12(
+            &bytes,
+            "p12-pass",
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .unwrap();
         let (alias, chain) = ks.private_key_chain().unwrap();
         assert_eq!(alias, "agent-01");
         assert_eq!(chain.certs().len(), 2);
         assert_eq!(chain.key().as_der(), key.pkcs8_der());
-        assert!(KeyStore::from_pkcs12(&bytes, "wrong", p12_keystore::Pkcs12ImportPolicy::Relaxed).is_err());
+        assert!(
+            KeyStore::from_pkcs12(&bytes, "wrong", p12_keystore::Pkcs12ImportPolicy::Relaxed)
+                .is_err()
+        );
 
         let other = crate::key::PrivateKey::generate(crate::KeyType::EcP256).unwrap();
         assert!(matches!(

@@ -34,7 +34,9 @@ pub struct VerifyOptions {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// No path to any of the roots.
-    #[error("the certificate does not chain to the given roots (unknown issuer); fix: pass the CA that signed it with --roots, and include the intermediate in the file or with --intermediates")]
+    #[error(
+        "the certificate does not chain to the given roots (unknown issuer); fix: pass the CA that signed it with --roots, and include the intermediate in the file or with --intermediates"
+    )]
     UnknownIssuer,
     /// Expired.
     #[error("the certificate expired at {not_after}; fix: renew it")]
@@ -43,13 +45,17 @@ pub enum VerifyError {
         not_after: String,
     },
     /// Not yet valid.
-    #[error("the certificate is not valid until {not_before}; fix: check the clock of this host and of the issuer")]
+    #[error(
+        "the certificate is not valid until {not_before}; fix: check the clock of this host and of the issuer"
+    )]
     NotYetValid {
         /// RFC 3339.
         not_before: String,
     },
     /// Wrong extended key usage.
-    #[error("the certificate (or a CA above it) is not allowed for {purpose} authentication (extendedKeyUsage lacks {eku}); fix: reissue it with --eku {purpose} or --eku both")]
+    #[error(
+        "the certificate (or a CA above it) is not allowed for {purpose} authentication (extendedKeyUsage lacks {eku}); fix: reissue it with --eku {purpose} or --eku both"
+    )]
     WrongPurpose {
         /// The purpose asked for.
         purpose: Purpose,
@@ -66,7 +72,9 @@ pub enum VerifyError {
     #[error("the certificate has been revoked (listed in the CRL)")]
     Revoked,
     /// A signature in the chain does not verify.
-    #[error("a signature in the chain does not verify; the certificate was altered or signed by a different key with the same name")]
+    #[error(
+        "a signature in the chain does not verify; the certificate was altered or signed by a different key with the same name"
+    )]
     BadSignature,
     /// A CA in the path may not sign (pathlen, CA flag, key usage).
     #[error("the chain is not valid: {0}")]
@@ -132,9 +140,9 @@ fn map_error(e: webpki::Error, purpose: Purpose) -> VerifyError {
              pathlen-0 CA?)"
                 .into(),
         ),
-        E::EndEntityUsedAsCa => VerifyError::BadChain(
-            "a certificate that is not a CA appears as an issuer".into(),
-        ),
+        E::EndEntityUsedAsCa => {
+            VerifyError::BadChain("a certificate that is not a CA appears as an issuer".into())
+        }
         other => VerifyError::BadChain(format!("{other:?}")),
     }
 }
@@ -180,13 +188,11 @@ pub fn verify(leaf_der: &[u8], opts: &VerifyOptions) -> Result<Verified, VerifyE
     let revocation = if crl_refs.is_empty() {
         None
     } else {
-        RevocationOptionsBuilder::new(&crl_refs)
-            .ok()
-            .map(|b| {
-                b.with_depth(RevocationCheckDepth::EndEntity)
-                    .with_status_policy(UnknownStatusPolicy::Allow)
-                    .build()
-            })
+        RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(RevocationCheckDepth::EndEntity)
+                .with_status_policy(UnknownStatusPolicy::Allow)
+                .build()
+        })
     };
     let time = unix_time(opts.now);
     let algs = webpki::ALL_VERIFICATION_ALGS;
@@ -265,7 +271,10 @@ mod tests {
         let mut o = opts(&pki);
         o.host = Some("vault.claw.internal".into());
         o.purpose = Some(Purpose::Server);
-        assert_eq!(verify(&pki.server.der, &o).unwrap().purposes, vec![Purpose::Server]);
+        assert_eq!(
+            verify(&pki.server.der, &o).unwrap().purposes,
+            vec![Purpose::Server]
+        );
         o.host = Some("127.0.0.1".into());
         assert!(verify(&pki.server.der, &o).is_ok());
     }
@@ -285,7 +294,10 @@ mod tests {
         ));
         assert!(matches!(
             verify(&pki.server_auth_only_client.der, &o),
-            Err(VerifyError::WrongPurpose { purpose: Purpose::Client, .. })
+            Err(VerifyError::WrongPurpose {
+                purpose: Purpose::Client,
+                ..
+            })
         ));
         assert_eq!(
             verify(&pki.foreign_client.der, &o),

@@ -134,11 +134,12 @@ pub fn fetch_chain(addr: &str, timeout: Duration) -> Result<Presented, ProbeErro
         })?;
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
-    let mut conn =
-        ClientConnection::new(Arc::new(config), server_name).map_err(|e| ProbeError::Handshake {
+    let mut conn = ClientConnection::new(Arc::new(config), server_name).map_err(|e| {
+        ProbeError::Handshake {
             addr: addr.to_owned(),
             detail: e.to_string(),
-        })?;
+        }
+    })?;
     let mut result = Ok(());
     while conn.is_handshaking() {
         if let Err(e) = conn.complete_io(&mut tcp) {

@@ -9,7 +9,7 @@ use keep_pki::cert::{self, CertRequest, EkuChoice, Issuer, Profile, SignOptions}
 use keep_pki::duration::{TimeSpec, parse_time_spec, rfc3339};
 use keep_pki::inspect;
 use keep_pki::lint::{self, LintOptions, Severity};
-use keep_pki::pem::{self, Source};
+use keep_pki::pem;
 use keep_pki::renewal::{self, Threshold};
 use keep_pki::verify::{self, VerifyOptions};
 use keep_pki::{KeyType, PrivateKey, Purpose};
@@ -164,7 +164,11 @@ struct Validity {
 
 impl Validity {
     fn parse(&self) -> anyhow::Result<(Option<TimeSpec>, Option<TimeSpec>)> {
-        let nb = self.not_before.as_deref().map(parse_time_spec).transpose()?;
+        let nb = self
+            .not_before
+            .as_deref()
+            .map(parse_time_spec)
+            .transpose()?;
         let na = self.not_after.as_deref().map(parse_time_spec).transpose()?;
         Ok((nb, na))
     }
@@ -390,13 +394,14 @@ fn expiry_line(not_after: OffsetDateTime) -> String {
     }
 }
 
-fn load_issuer(
-    ca: &str,
-    ca_key: &str,
-    password_file: Option<&Path>,
-) -> anyhow::Result<Issuer> {
+fn load_issuer(ca: &str, ca_key: &str, password_file: Option<&Path>) -> anyhow::Result<Issuer> {
     let (ca_bytes, ca_source) = files::read_input(ca)?;
-    let key = password::load_key(ca_key, password_file, "CA private key", "--ca-password-file")?;
+    let key = password::load_key(
+        ca_key,
+        password_file,
+        "CA private key",
+        "--ca-password-file",
+    )?;
     Ok(Issuer::new(&ca_bytes, &ca_source, key)?)
 }
 
@@ -417,11 +422,15 @@ fn create(a: CreateArgs) -> anyhow::Result<u8> {
         ));
     }
     if a.no_password && a.password_file.is_some() {
-        return Err(usage("--no-password and --password-file contradict each other"));
+        return Err(usage(
+            "--no-password and --password-file contradict each other",
+        ));
     }
     let profile: Profile = a.profile.into();
     if a.csr && profile != Profile::Leaf {
-        return Err(usage("--csr makes a request for a leaf; --profile does not apply"));
+        return Err(usage(
+            "--csr makes a request for a leaf; --profile does not apply",
+        ));
     }
     if a.ca.is_some() != a.ca_key.is_some() {
         return Err(usage("--ca and --ca-key go together"));
@@ -471,7 +480,10 @@ fn create(a: CreateArgs) -> anyhow::Result<u8> {
         let csr_pem = cert::create_csr(&req, &key)?;
         files::write_atomic(&crt_path, csr_pem.as_bytes(), Mode::Public, a.force)?;
         files::write_atomic(&key_path, key_pem.as_bytes(), Mode::Secret, a.force)?;
-        eprintln!("Your certificate signing request has been saved in {}.", crt_path.display());
+        eprintln!(
+            "Your certificate signing request has been saved in {}.",
+            crt_path.display()
+        );
         report_key(&key_path, pw.is_some());
         return Ok(0);
     }
@@ -495,7 +507,10 @@ fn create(a: CreateArgs) -> anyhow::Result<u8> {
 
 fn report_key(path: &Path, encrypted: bool) {
     if encrypted {
-        eprintln!("Your private key has been saved in {} (encrypted).", path.display());
+        eprintln!(
+            "Your private key has been saved in {} (encrypted).",
+            path.display()
+        );
     } else {
         eprintln!(
             "warning: your private key has been saved in {} UNENCRYPTED (--no-password \
@@ -513,7 +528,11 @@ fn sign(a: SignArgs) -> anyhow::Result<u8> {
     }
     let (csr_bytes, csr_source) = files::read_input(&a.csr_file)?;
     let csr = cert::read_csr(&csr_bytes, &csr_source)?;
-    let issuer = load_issuer(&a.ca_crt_file, &a.ca_key_file, a.ca_password_file.as_deref())?;
+    let issuer = load_issuer(
+        &a.ca_crt_file,
+        &a.ca_key_file,
+        a.ca_password_file.as_deref(),
+    )?;
     let opts = SignOptions {
         profile,
         eku: a.eku.map(Into::into),
@@ -543,7 +562,10 @@ fn sign(a: SignArgs) -> anyhow::Result<u8> {
 fn load_certs(source: &str) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
     if let Some(rest) = source.strip_prefix("https://") {
         let hostport = rest.split('/').next().unwrap_or(rest);
-        let addr = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let addr = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             hostport.to_owned()
         } else {
             format!("{hostport}:443")
@@ -560,7 +582,10 @@ fn load_certs(source: &str) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
     }
     let (bytes, src) = files::read_input(source)?;
     let blocks = pem::read_certificates(&bytes, &src)?;
-    Ok((blocks.into_iter().map(|b| b.der.to_vec()).collect(), src.to_string()))
+    Ok((
+        blocks.into_iter().map(|b| b.der.to_vec()).collect(),
+        src.to_string(),
+    ))
 }
 
 fn inspect_cmd(a: InspectArgs) -> anyhow::Result<u8> {
@@ -568,7 +593,9 @@ fn inspect_cmd(a: InspectArgs) -> anyhow::Result<u8> {
     let take = if a.bundle { certs.len() } else { 1 };
     let mut infos = Vec::new();
     for (i, der) in certs.iter().take(take).enumerate() {
-        infos.push(inspect::inspect(der).with_context(|| format!("certificate {} of {note}", i + 1))?);
+        infos.push(
+            inspect::inspect(der).with_context(|| format!("certificate {} of {note}", i + 1))?,
+        );
     }
     match a.format {
         Format::Json => {
@@ -624,7 +651,11 @@ fn verify_cmd(a: VerifyArgs) -> anyhow::Result<u8> {
     let mut crls = Vec::new();
     for c in &a.crl {
         let (bytes, src) = files::read_input(c)?;
-        crls.extend(pem::read_crls(&bytes, &src)?.into_iter().map(|b| b.der.to_vec()));
+        crls.extend(
+            pem::read_crls(&bytes, &src)?
+                .into_iter()
+                .map(|b| b.der.to_vec()),
+        );
     }
     let opts = VerifyOptions {
         roots: read_all_certs(&a.roots)?,
@@ -777,7 +808,11 @@ fn p12(a: P12Args) -> anyhow::Result<u8> {
             a.key_file, a.crt_file
         )));
     }
-    let pw = password::new_password(a.password_file.as_deref(), "PKCS#12 file", "--password-file")?;
+    let pw = password::new_password(
+        a.password_file.as_deref(),
+        "PKCS#12 file",
+        "--password-file",
+    )?;
     let name = match a.name {
         Some(n) => n,
         None => cert::Certificate::from_der(&leaf, &a.crt_file)?

@@ -30,23 +30,22 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
-/// The exit code for an error that reached `main`.
+/// The exit code for an error that reached `main`: problems with what the user gave us (flags,
+/// files, passwords, certificates that cannot be used) are 64; failures of the machine or of a
+/// library underneath are 1.
 pub fn code_for(e: &anyhow::Error) -> u8 {
+    use keep_pki::cert::CertError;
+    use keep_pki::key::KeyError;
     let usage_like = e.chain().any(|c| {
         c.is::<UsageError>()
             || c.is::<keep_pki::pem::PemError>()
             || c.is::<keep_pki::duration::DurationError>()
+            || c.is::<keep_pki::CertParseError>()
+            || matches!(c.downcast_ref::<CertError>(), Some(e) if !matches!(e, CertError::Build(_)))
+            || matches!(c.downcast_ref::<KeyError>(), Some(e) if !matches!(e, KeyError::Crypto(_)))
             || matches!(
-                c.downcast_ref::<keep_pki::cert::CertError>(),
-                Some(
-                    keep_pki::cert::CertError::Usage(_)
-                        | keep_pki::cert::CertError::BadSan { .. }
-                        | keep_pki::cert::CertError::EmptyValidity { .. }
-                )
-            )
-            || matches!(
-                c.downcast_ref::<keep_pki::key::KeyError>(),
-                Some(keep_pki::key::KeyError::BadKeyFlags(_))
+                c.downcast_ref::<keep_pki::p12::P12Error>(),
+                Some(keep_pki::p12::P12Error::KeyMismatch)
             )
     });
     if usage_like { USAGE } else { FAILURE }

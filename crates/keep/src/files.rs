@@ -33,7 +33,9 @@ pub fn read_input(path: &str) -> anyhow::Result<(Vec<u8>, Source)> {
     let p = PathBuf::from(path);
     let bytes = std::fs::read(&p).map_err(|e| {
         let hint = match e.kind() {
-            std::io::ErrorKind::NotFound => "; check the path (relative paths start from the current directory)",
+            std::io::ErrorKind::NotFound => {
+                "; check the path (relative paths start from the current directory)"
+            }
             std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode",
             _ => "",
         };

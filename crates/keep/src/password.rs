@@ -11,8 +11,12 @@ use crate::exit::usage;
 
 /// Reads a password file (trailing newline ignored).
 pub fn from_file(path: &Path, what: &str) -> anyhow::Result<SecretString> {
-    keep_pki::key::read_password_file(path)
-        .map_err(|e| usage(format!("cannot read the {what} from {}: {e}", path.display())))
+    keep_pki::key::read_password_file(path).map_err(|e| {
+        usage(format!(
+            "cannot read the {what} from {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Whether we may prompt: both stdin and stderr are terminals.
@@ -84,5 +88,9 @@ pub fn load_key(
     } else {
         None
     };
-    Ok(keep_pki::key::load_private_key(&bytes, &source, pw.as_ref())?)
+    Ok(keep_pki::key::load_private_key(
+        &bytes,
+        &source,
+        pw.as_ref(),
+    )?)
 }
