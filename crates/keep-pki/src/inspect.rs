@@ -255,8 +255,7 @@ pub fn render_text(info: &CertInfo, now: OffsetDateTime) -> String {
 /// the direction themselves (`in …`, `… ago`).
 pub fn human_duration(d: Duration) -> String {
     const DAY: u64 = 86_400;
-    const YEAR: u64 = 365 * DAY;
-    let secs = d.whole_seconds().unsigned_abs();
+        let secs = d.whole_seconds().unsigned_abs();
     let plural = |n: u64, unit: &str| {
         if n == 1 {
             format!("1 {unit}")
@@ -264,18 +263,20 @@ pub fn human_duration(d: Duration) -> String {
             format!("{n} {unit}s")
         }
     };
-    if secs >= YEAR {
-        let years = plural(secs / YEAR, "year");
-        match (secs % YEAR) / DAY {
+    // Round to the nearest displayed unit: a 90-day cert made a second ago reads "90 days".
+    let days = (secs + DAY / 2) / DAY;
+    if days >= 365 {
+        let years = plural(days / 365, "year");
+        match days % 365 {
             0 => years,
-            days => format!("{years} {}", plural(days, "day")),
+            rest => format!("{years} {}", plural(rest, "day")),
         }
     } else if secs >= DAY {
-        plural(secs / DAY, "day")
+        plural(days, "day")
     } else if secs >= 3600 {
-        plural(secs / 3600, "hour")
+        plural((secs + 1800) / 3600, "hour")
     } else if secs >= 60 {
-        plural(secs / 60, "minute")
+        plural((secs + 30) / 60, "minute")
     } else {
         plural(secs, "second")
     }
@@ -1524,9 +1525,11 @@ pub(crate) mod tests {
             (Duration::seconds(59), "59 seconds"),
             (Duration::minutes(5), "5 minutes"),
             (Duration::hours(1), "1 hour"),
-            (Duration::hours(23) + Duration::minutes(59), "23 hours"),
+            (Duration::hours(23) + Duration::minutes(59), "24 hours"),
+            (Duration::hours(23) + Duration::minutes(10), "23 hours"),
             (Duration::days(1), "1 day"),
-            (Duration::days(90) - Duration::minutes(1), "89 days"),
+            (Duration::days(90) - Duration::minutes(1), "90 days"),
+            (Duration::days(89) + Duration::hours(11), "89 days"),
             (Duration::days(364), "364 days"),
             (Duration::days(365), "1 year"),
             (Duration::days(367), "1 year 2 days"),

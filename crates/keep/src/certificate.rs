@@ -667,7 +667,7 @@ fn verify_cmd(a: VerifyArgs) -> anyhow::Result<u8> {
     };
     match verify::verify(&leaf, &opts) {
         Ok(v) => {
-            let host = a.host.map(|h| format!(" and {h}")).unwrap_or_default();
+            let host = a.host.map(|h| format!(", and for host {h}")).unwrap_or_default();
             println!("ok: {} verifies: {v}{host}", a.crt_file);
             Ok(0)
         }
@@ -825,6 +825,10 @@ fn p12(a: P12Args) -> anyhow::Result<u8> {
         "Your PKCS#12 file has been saved in {} (alias {name:?}, {} certificate(s)).",
         a.p12_file.display(),
         chain.len() + 1
+    );
+    eprintln!(
+        "{}",
+        expiry_line(cert::Certificate::from_der(&leaf, &a.crt_file)?.not_after)
     );
     Ok(0)
 }
