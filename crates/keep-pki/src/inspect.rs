@@ -255,7 +255,7 @@ pub fn render_text(info: &CertInfo, now: OffsetDateTime) -> String {
 /// the direction themselves (`in …`, `… ago`).
 pub fn human_duration(d: Duration) -> String {
     const DAY: u64 = 86_400;
-        let secs = d.whole_seconds().unsigned_abs();
+    let secs = d.whole_seconds().unsigned_abs();
     let plural = |n: u64, unit: &str| {
         if n == 1 {
             format!("1 {unit}")

@@ -667,7 +667,10 @@ fn verify_cmd(a: VerifyArgs) -> anyhow::Result<u8> {
     };
     match verify::verify(&leaf, &opts) {
         Ok(v) => {
-            let host = a.host.map(|h| format!(", and for host {h}")).unwrap_or_default();
+            let host = a
+                .host
+                .map(|h| format!(", and for host {h}"))
+                .unwrap_or_default();
             println!("ok: {} verifies: {v}{host}", a.crt_file);
             Ok(0)
         }

@@ -113,7 +113,11 @@ fn the_threads_three_commands_work_verbatim() {
             "--insecure",
         ],
     );
-    assert!(stderr(&agent).contains("(in 90 days)"), "{}", stderr(&agent));
+    assert!(
+        stderr(&agent).contains("(in 90 days)"),
+        "{}",
+        stderr(&agent)
+    );
 
     let root = inspect_json(d, "root_ca.crt");
     assert_eq!(root["common_name"], "Claw Root CA");
