@@ -1372,7 +1372,7 @@ mod tests {
         let f = at(now() - Duration::days(2));
         assert_eq!(sev(&f, "not-yet-valid"), Some(Severity::Warning));
         assert!(
-            message(&f, "not-yet-valid").contains("(in 1 day)"),
+            message(&f, "not-yet-valid").contains("(in 2 days)"),
             "{}",
             message(&f, "not-yet-valid")
         );
