@@ -525,12 +525,17 @@ fn validity(
         .unwrap_or(now + default_life);
     if let Some(iss) = issuer {
         if not_after > iss.cert.not_after {
-            warnings.push(format!(
-                "the requested not-after {} is later than the issuer's ({}); the certificate \
+            // A default lifetime computed a moment after the issuer's own is naturally a few
+            // seconds longer; only an explicit request or a real difference deserves a warning.
+            let excess = not_after - iss.cert.not_after;
+            if req.not_after.is_some() || excess > Duration::days(1) {
+                warnings.push(format!(
+                    "the requested not-after {} is later than the issuer's ({}); the certificate \
                  is truncated to expire with its issuer",
-                crate::duration::rfc3339(not_after),
-                crate::duration::rfc3339(iss.cert.not_after)
-            ));
+                    crate::duration::rfc3339(not_after),
+                    crate::duration::rfc3339(iss.cert.not_after)
+                ));
+            }
             not_after = iss.cert.not_after;
         }
         if now > iss.cert.not_after {
@@ -1010,6 +1015,16 @@ mod tests {
             "{:?}",
             issued.warnings
         );
+    }
+
+    #[test]
+    fn default_lifetimes_truncate_quietly_by_seconds() {
+        let root = root();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let key = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let inter = create(&req(Profile::IntermediateCa, "Inter"), &key, Some(&root)).unwrap();
+        assert_eq!(inter.cert.not_after, root.cert.not_after);
+        assert!(inter.warnings.is_empty(), "{:?}", inter.warnings);
     }
 
     #[test]
