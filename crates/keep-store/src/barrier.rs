@@ -649,6 +649,48 @@ fn unwrap_keyring(root: &RootKey, blob: Vec<u8>) -> Result<Keyring, BarrierError
     Keyring::decode(&plain).map_err(|reason| integrity(KEYRING_KEY, reason))
 }
 
+/// The barrier is itself a [`Store`] of plaintext, so code above it (the KV engine, tokens,
+/// policies) is written once against the trait and tested on [`MemStore`](crate::MemStore).
+///
+/// Through this view `get` returns a plain `Vec` (the caller owns the plaintext and should
+/// drop it promptly), and barrier-specific failures become [`StoreError::Backend`] with the
+/// barrier error as the source — except a failed check, which stays [`StoreError::Conflict`]
+/// so compare-and-set callers can tell it apart.
+impl<S: Store> Store for Barrier<S> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Barrier::get(self, key)
+            .map(|v| v.map(|z| z.to_vec()))
+            .map_err(|e| barrier_to_store("get", e))
+    }
+
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        Barrier::put(self, key, value).map_err(|e| barrier_to_store("put", e))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        Barrier::delete(self, key).map_err(|e| barrier_to_store("delete", e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Barrier::list(self, prefix).map_err(|e| barrier_to_store("list", e))
+    }
+
+    fn transaction(&self, ops: &[TxOp]) -> Result<(), StoreError> {
+        Barrier::transaction(self, ops).map_err(|e| barrier_to_store("transaction", e))
+    }
+}
+
+fn barrier_to_store(op: &'static str, e: BarrierError) -> StoreError {
+    match e {
+        BarrierError::Store(s) => s,
+        BarrierError::Conflict { key } => StoreError::Conflict { key },
+        other => StoreError::Backend {
+            op,
+            source: Box::new(other),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -691,47 +733,5 @@ mod tests {
         let mut bad_active = bytes.to_vec();
         bad_active[4] = 9;
         assert!(Keyring::decode(&bad_active).is_err());
-    }
-}
-
-/// The barrier is itself a [`Store`] of plaintext, so code above it (the KV engine, tokens,
-/// policies) is written once against the trait and tested on [`MemStore`](crate::MemStore).
-///
-/// Through this view `get` returns a plain `Vec` (the caller owns the plaintext and should
-/// drop it promptly), and barrier-specific failures become [`StoreError::Backend`] with the
-/// barrier error as the source — except a failed check, which stays [`StoreError::Conflict`]
-/// so compare-and-set callers can tell it apart.
-impl<S: Store> Store for Barrier<S> {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Barrier::get(self, key)
-            .map(|v| v.map(|z| z.to_vec()))
-            .map_err(|e| barrier_to_store("get", e))
-    }
-
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        Barrier::put(self, key, value).map_err(|e| barrier_to_store("put", e))
-    }
-
-    fn delete(&self, key: &str) -> Result<(), StoreError> {
-        Barrier::delete(self, key).map_err(|e| barrier_to_store("delete", e))
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Barrier::list(self, prefix).map_err(|e| barrier_to_store("list", e))
-    }
-
-    fn transaction(&self, ops: &[TxOp]) -> Result<(), StoreError> {
-        Barrier::transaction(self, ops).map_err(|e| barrier_to_store("transaction", e))
-    }
-}
-
-fn barrier_to_store(op: &'static str, e: BarrierError) -> StoreError {
-    match e {
-        BarrierError::Store(s) => s,
-        BarrierError::Conflict { key } => StoreError::Conflict { key },
-        other => StoreError::Backend {
-            op,
-            source: Box::new(other),
-        },
     }
 }
