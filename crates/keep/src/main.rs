@@ -7,7 +7,9 @@
 mod certificate;
 mod exit;
 mod files;
+mod logging;
 mod password;
+mod server;
 
 use std::process::ExitCode;
 
@@ -29,7 +31,9 @@ struct Cli {
 enum Command {
     /// Create, sign, inspect, verify and lint certificates (step-compatible).
     #[command(alias = "cert")]
-    Certificate(certificate::Args),
+    Certificate(Box<certificate::Args>),
+    /// Run the mTLS vault server (Vault-compatible API), or initialize / rotate its storage.
+    Server(server::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,7 +52,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Certificate(args) => certificate::run(args),
+        Command::Certificate(args) => certificate::run(*args),
+        Command::Server(args) => server::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

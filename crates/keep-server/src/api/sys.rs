@@ -1,0 +1,115 @@
+//! `/v1/sys/…`: health, seal status, seal, metrics — in Vault's shapes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api::error::ApiError;
+use crate::api::{Operation, authorize};
+use crate::state::{AppState, Caller, SealState};
+
+/// keep's version as Vault clients see it.
+pub const VERSION: &str = concat!("keep-", env!("CARGO_PKG_VERSION"));
+
+fn status_param(q: &HashMap<String, String>, name: &str, default: u16) -> StatusCode {
+    q.get(name)
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::from_u16(default).unwrap_or(StatusCode::OK))
+}
+
+/// `GET /v1/sys/health`: 200 unsealed, 503 sealed, 501 uninitialized (overridable with
+/// `activecode`, `sealedcode`, `uninitcode` as in Vault). Needs no token, only the mTLS
+/// connection, so load balancers and monitors can use it.
+pub async fn health(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let seal = state.seal_state();
+    let code = match seal {
+        SealState::Unsealed => status_param(&q, "activecode", 200),
+        SealState::Sealed => status_param(&q, "sealedcode", 503),
+        SealState::Uninitialized => status_param(&q, "uninitcode", 501),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let body = json!({
+        "initialized": seal != SealState::Uninitialized,
+        "sealed": seal != SealState::Unsealed,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": now,
+        "version": VERSION,
+        "cluster_name": "keep",
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+/// `GET /v1/sys/seal-status`.
+pub async fn seal_status(State(state): State<Arc<AppState>>) -> Response {
+    let seal = state.seal_state();
+    let body = json!({
+        "type": "keep",
+        "initialized": seal != SealState::Uninitialized,
+        "sealed": seal != SealState::Unsealed,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": state.storage_type,
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `PUT /v1/sys/seal` (admins): drops the barrier key from memory; the server answers 503 until
+/// it is restarted and unseals again.
+pub async fn seal(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    authorize(
+        &state,
+        caller.as_ref().map(|c| &c.0),
+        "sys/seal",
+        Operation::Update,
+    )?;
+    state.seal();
+    tracing::warn!("server sealed by an operator request");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/sys/metrics?format=prometheus`: Prometheus text (needs only the mTLS connection,
+/// like Vault's unauthenticated metrics access option).
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    match q.get("format").map(String::as_str) {
+        Some("prometheus") | None => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported metrics format {other:?}; use format=prometheus"
+            )));
+        }
+    }
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,507 @@
+//! `keep-server.yaml`: read in two stages.
+//!
+//! A raw serde struct mirrors the file (unknown fields rejected, so a typo such as `clent_ca_file`
+//! is an error rather than a silently ignored setting), then [`ServerConfig::from_yaml`] turns it
+//! into a validated config. Errors name the file, the field and — where YAML gives one — the line.
+//! Relative paths are resolved against the config file's directory, so the server behaves the
+//! same whatever directory it is started from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keep_tls::server::{TlsSettings, TlsVersion};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A config file that cannot be used. The message names the file, the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML syntax or shape error (serde-saphyr's message carries the line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// First line of the parser's message.
+        message: String,
+    },
+    /// A field whose value is not acceptable.
+    #[error("{path}, line {line}: `{field}`: {problem}")]
+    Field {
+        /// The config file.
+        path: PathBuf,
+        /// The YAML line of the value (0 when unknown).
+        line: u64,
+        /// Dotted field path, e.g. `listener.tls.min_version`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A required section or field is missing.
+    #[error("{path}: `{field}` is required; {hint}")]
+    Missing {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted field path.
+        field: String,
+        /// What to put there.
+        hint: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listener: Option<RawListener>,
+    storage: Option<RawStorage>,
+    seal: Option<RawSeal>,
+    #[serde(default)]
+    admins: Vec<RawAdmin>,
+    audit: Option<serde_json::Value>,
+    pki: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: Option<Spanned<String>>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    key_password_file: Option<String>,
+    client_ca_file: Option<String>,
+    crl_file: Option<String>,
+    min_version: Option<Spanned<String>>,
+    cipher_suites: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_bytes: Option<u64>,
+    handshake_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    max_connections: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    sqlite: Option<RawSqlite>,
+    postgres: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSqlite {
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    key_file: Option<String>,
+    passphrase_file: Option<String>,
+    #[serde(default)]
+    passphrase_prompt: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    common_name: Option<String>,
+    uri_san: Option<String>,
+}
+
+/// Request and connection limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_request_bytes: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a client to send request headers.
+    pub header_timeout: Duration,
+    /// Concurrent connections; more are closed at accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Where the unseal key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SealSource {
+    /// A 0600 file with the random root key (made by `keep server init`).
+    KeyFile(PathBuf),
+    /// A passphrase in a file, stretched with argon2id.
+    PassphraseFile(PathBuf),
+    /// A passphrase typed at a terminal prompt at start.
+    PassphrasePrompt,
+}
+
+/// A break-glass operator identity: full access, no token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminIdentity {
+    /// Matches the client certificate's subject common name exactly.
+    CommonName(String),
+    /// Matches one of the client certificate's URI SANs exactly.
+    UriSan(String),
+}
+
+/// The validated server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Listen address.
+    pub address: SocketAddr,
+    /// TLS material and settings.
+    pub tls: TlsSettings,
+    /// Limits.
+    pub limits: Limits,
+    /// SQLite database path.
+    pub sqlite_path: PathBuf,
+    /// Unseal source.
+    pub seal: SealSource,
+    /// Operator identities.
+    pub admins: Vec<AdminIdentity>,
+}
+
+fn parse_duration(v: &Spanned<String>, field: &str, path: &Path) -> Result<Duration, ConfigError> {
+    keep_pki::duration::parse_duration(&v.value)
+        .ok()
+        .and_then(|d| {
+            if d.is_positive() {
+                Some(Duration::from_secs_f64(d.as_seconds_f64()))
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| ConfigError::Field {
+            path: path.to_owned(),
+            line: v.defined.line(),
+            field: field.into(),
+            problem: format!(
+                "{:?} is not a positive duration; write e.g. 10s or 1m",
+                v.value
+            ),
+        })
+}
+
+impl ServerConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Validates YAML text as if read from `path` (paths resolve against its directory).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .to_owned(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        };
+        let missing = |field: &str, hint: &str| ConfigError::Missing {
+            path: path.to_owned(),
+            field: field.into(),
+            hint: hint.into(),
+        };
+        let field_err = |line: u64, field: &str, problem: String| ConfigError::Field {
+            path: path.to_owned(),
+            line,
+            field: field.into(),
+            problem,
+        };
+        if raw.audit.is_some() {
+            return Err(field_err(
+                0,
+                "audit",
+                "the audit log is not available in this version yet; remove the section".into(),
+            ));
+        }
+        if raw.pki.is_some() {
+            return Err(field_err(
+                0,
+                "pki",
+                "online issuance is not available in this version yet; remove the section".into(),
+            ));
+        }
+
+        let listener = raw.listener.ok_or_else(|| {
+            missing(
+                "listener",
+                "add `listener: {address: 127.0.0.1:8200, tls: …}`",
+            )
+        })?;
+        let address = match &listener.address {
+            Some(a) => a.value.parse::<SocketAddr>().map_err(|_| {
+                field_err(
+                    a.defined.line(),
+                    "listener.address",
+                    format!(
+                        "{:?} is not IP:PORT; write e.g. 127.0.0.1:8200 or 0.0.0.0:8200",
+                        a.value
+                    ),
+                )
+            })?,
+            None => return Err(missing("listener.address", "write e.g. 127.0.0.1:8200")),
+        };
+        let tls = listener.tls.ok_or_else(|| {
+            missing(
+                "listener.tls",
+                "keep serves only TLS; add cert_file, key_file and client_ca_file",
+            )
+        })?;
+        let req = |v: &Option<String>, field: &str, hint: &str| -> Result<PathBuf, ConfigError> {
+            v.as_deref()
+                .map(resolve)
+                .ok_or_else(|| missing(field, hint))
+        };
+        let min_version = match &tls.min_version {
+            None => TlsVersion::V1_2,
+            Some(v) => v.value.parse::<TlsVersion>().map_err(|e| {
+                field_err(v.defined.line(), "listener.tls.min_version", e.to_string())
+            })?,
+        };
+        // Cipher suite names are validated by keep-tls when the TLS config is built at start,
+        // with the list of allowed names in the message; one list, one place.
+        let tls_settings = TlsSettings {
+            cert_file: req(
+                &tls.cert_file,
+                "listener.tls.cert_file",
+                "the server certificate (chain) PEM",
+            )?,
+            key_file: req(
+                &tls.key_file,
+                "listener.tls.key_file",
+                "the server's private key PEM",
+            )?,
+            key_password_file: tls.key_password_file.as_deref().map(resolve),
+            client_ca_file: req(
+                &tls.client_ca_file,
+                "listener.tls.client_ca_file",
+                "the CA bundle that signs client certificates",
+            )?,
+            crl_file: tls.crl_file.as_deref().map(resolve),
+            min_version,
+            cipher_suites: tls.cipher_suites.clone(),
+            require_client_cert: true,
+        };
+
+        let mut limits = Limits::default();
+        if let Some(n) = listener.limits.max_request_bytes {
+            limits.max_request_bytes = usize::try_from(n).unwrap_or(usize::MAX).max(1024);
+        }
+        if let Some(v) = &listener.limits.handshake_timeout {
+            limits.handshake_timeout =
+                parse_duration(v, "listener.limits.handshake_timeout", path)?;
+        }
+        if let Some(v) = &listener.limits.header_timeout {
+            limits.header_timeout = parse_duration(v, "listener.limits.header_timeout", path)?;
+        }
+        if let Some(n) = listener.limits.max_connections {
+            limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+        }
+
+        let sqlite_path = match raw.storage {
+            None => base.join("keep.db"),
+            Some(RawStorage {
+                postgres: Some(_), ..
+            }) => {
+                return Err(field_err(
+                    0,
+                    "storage.postgres",
+                    "PostgreSQL storage is not available in this version yet; use storage.sqlite"
+                        .into(),
+                ));
+            }
+            Some(RawStorage {
+                sqlite: Some(s), ..
+            }) => resolve(&s.path),
+            Some(RawStorage { sqlite: None, .. }) => base.join("keep.db"),
+        };
+
+        let seal = match raw.seal {
+            None => {
+                return Err(missing(
+                    "seal",
+                    "add `seal: {key_file: unseal.key}` (made by `keep server init`)",
+                ));
+            }
+            Some(s) => {
+                let n = usize::from(s.key_file.is_some())
+                    + usize::from(s.passphrase_file.is_some())
+                    + usize::from(s.passphrase_prompt);
+                if n != 1 {
+                    return Err(field_err(
+                        0,
+                        "seal",
+                        "give exactly one of key_file, passphrase_file or passphrase_prompt: true"
+                            .into(),
+                    ));
+                }
+                if let Some(f) = s.key_file {
+                    SealSource::KeyFile(resolve(&f))
+                } else if let Some(f) = s.passphrase_file {
+                    SealSource::PassphraseFile(resolve(&f))
+                } else {
+                    SealSource::PassphrasePrompt
+                }
+            }
+        };
+
+        let mut admins = Vec::new();
+        for (i, a) in raw.admins.into_iter().enumerate() {
+            match (a.common_name, a.uri_san) {
+                (Some(cn), None) if !cn.trim().is_empty() => {
+                    admins.push(AdminIdentity::CommonName(cn))
+                }
+                (None, Some(uri)) if uri.contains("://") => admins.push(AdminIdentity::UriSan(uri)),
+                _ => {
+                    return Err(field_err(
+                        0,
+                        &format!("admins[{i}]"),
+                        "give exactly one of common_name or uri_san (a URI such as spiffe://claw.internal/operator)".into(),
+                    ));
+                }
+            }
+        }
+
+        Ok(ServerConfig {
+            path: path.to_owned(),
+            address,
+            tls: tls_settings,
+            limits,
+            sqlite_path,
+            seal,
+            admins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const GOOD: &str = r#"
+listener:
+  address: 127.0.0.1:8200
+  tls:
+    cert_file: vault.crt
+    key_file: vault.key
+    client_ca_file: root_ca.crt
+    min_version: "1.2"
+    cipher_suites: [TLS13_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
+storage:
+  sqlite: { path: keep.db }
+seal:
+  key_file: unseal.key
+admins:
+  - common_name: operator
+"#;
+
+    fn load(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::from_yaml(text, Path::new("/etc/keep/keep-server.yaml"))
+    }
+
+    #[test]
+    fn design_example_loads_with_paths_resolved() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.address, "127.0.0.1:8200".parse().unwrap());
+        assert_eq!(c.tls.cert_file, PathBuf::from("/etc/keep/vault.crt"));
+        assert_eq!(c.sqlite_path, PathBuf::from("/etc/keep/keep.db"));
+        assert_eq!(c.seal, SealSource::KeyFile("/etc/keep/unseal.key".into()));
+        assert_eq!(c.admins, vec![AdminIdentity::CommonName("operator".into())]);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_line() {
+        let cases = [
+            (
+                GOOD.replace("\"1.2\"", "\"1.0\""),
+                "listener.tls.min_version",
+                "line 8",
+            ),
+            (
+                GOOD.replace("127.0.0.1:8200", "localhost"),
+                "listener.address",
+                "IP:PORT",
+            ),
+            (
+                GOOD.replace("client_ca_file", "clent_ca_file"),
+                "clent_ca_file",
+                "keep-server.yaml",
+            ),
+            (
+                GOOD.replace("    client_ca_file: root_ca.crt\n", ""),
+                "listener.tls.client_ca_file",
+                "required",
+            ),
+            (
+                GOOD.replace(
+                    "  key_file: unseal.key\n",
+                    "  key_file: unseal.key\n  passphrase_prompt: true\n",
+                ),
+                "exactly one",
+                "seal",
+            ),
+            (
+                GOOD.replace("common_name: operator", "common_name: \"\""),
+                "admins[0]",
+                "exactly one",
+            ),
+        ];
+        for (text, a, b) in cases {
+            let e = load(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(a) && e.contains(b),
+                "want {a:?} and {b:?} in: {e}"
+            );
+            assert!(e.contains("keep-server.yaml"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! keep's vault server: a Vault-compatible HTTP API over mutual TLS, a KV v2 secrets engine,
+//! and storage that is sealed at rest behind an AES-256-GCM barrier.
+//!
+//! Layout: `config` (the YAML file, validated), `state` (what handlers share), `api` (the route
+//! table and one module per API area), `kv` (the KV v2 engine, HTTP-free), `server` (the mTLS
+//! listener wired to the router, init, unseal, rotate).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod kv;
+pub mod server;
+pub mod state;

@@ -1,0 +1,321 @@
+//! Running the server: storage, unseal, the mTLS listener wired to the router; and the offline
+//! operations `init` and `rotate`.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use keep_store::seal::{self, RootKeySource};
+use keep_store::{Barrier, BarrierError, SqliteStore, Store, StoreError};
+use keep_tls::events::{JsonLinesSink, SharedSink};
+use keep_tls::listener::{self, ConnInfo, ListenerOptions, ShutdownSignal};
+use keep_tls::reload::ReloadableTls;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+use crate::api;
+use crate::config::{SealSource, ServerConfig};
+use crate::state::{AppState, Caller};
+
+/// Why the server cannot start or an offline operation failed. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The storage cannot be opened.
+    #[error("cannot open the storage {path}: {source}")]
+    Storage {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: StoreError,
+    },
+    /// Unsealing or initializing failed (wrong key, bad key file mode, …).
+    #[error("{0}")]
+    Seal(#[from] BarrierError),
+    /// The passphrase could not be read.
+    #[error("cannot read the unseal passphrase: {0}")]
+    Passphrase(String),
+    /// The TLS material is unusable.
+    #[error("{0}")]
+    Tls(#[from] keep_tls::server::TlsConfigError),
+    /// The listen address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; fix: pick a free port in listener.address, or stop the other process"
+    )]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Storage already initialized (for `init`).
+    #[error(
+        "{path} is already initialized; nothing was changed (to start over, move the database and the unseal material away)"
+    )]
+    AlreadyInitialized {
+        /// The database file.
+        path: String,
+    },
+    /// Storage not initialized (for `rotate`).
+    #[error("{path} is not initialized; run `keep server init --config …` first")]
+    NotInitialized {
+        /// The database file.
+        path: String,
+    },
+}
+
+/// Opens the configured SQLite storage.
+pub fn open_storage(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    SqliteStore::open(&config.sqlite_path)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|source| ServerError::Storage {
+            path: config.sqlite_path.display().to_string(),
+            source,
+        })
+}
+
+/// Reads a passphrase file, without its trailing newline.
+fn passphrase_from_file(path: &Path) -> Result<SecretString, ServerError> {
+    keep_pki::key::read_password_file(path)
+        .map_err(|e| ServerError::Passphrase(format!("{}: {e}", path.display())))
+}
+
+/// How the root key is obtained; `prompt` asks on the terminal (only for `PassphrasePrompt`).
+fn key_source(
+    config: &ServerConfig,
+    prompt: &dyn Fn(&str) -> Result<SecretString, String>,
+) -> Result<RootKeySource, ServerError> {
+    Ok(match &config.seal {
+        SealSource::KeyFile(p) => RootKeySource::KeyFile(p.clone()),
+        SealSource::PassphraseFile(p) => RootKeySource::Passphrase(passphrase_from_file(p)?),
+        SealSource::PassphrasePrompt => RootKeySource::Passphrase(
+            prompt("Unseal passphrase: ").map_err(ServerError::Passphrase)?,
+        ),
+    })
+}
+
+/// `keep server init`: creates the storage and the unseal material (a new 0600 key file, or a
+/// passphrase-derived key). Refuses an initialized storage and never overwrites a key file.
+pub fn init(
+    config: &ServerConfig,
+    prompt: &dyn Fn(&str) -> Result<SecretString, String>,
+) -> Result<(), ServerError> {
+    let store = open_storage(config)?;
+    if Barrier::is_initialized(&store).map_err(|source| ServerError::Storage {
+        path: config.sqlite_path.display().to_string(),
+        source,
+    })? {
+        return Err(ServerError::AlreadyInitialized {
+            path: config.sqlite_path.display().to_string(),
+        });
+    }
+    key_source(config, prompt)?.initialize(store)?;
+    Ok(())
+}
+
+/// Unseals the storage with the configured source.
+pub fn unseal(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+    prompt: &dyn Fn(&str) -> Result<SecretString, String>,
+) -> Result<Arc<dyn Store>, ServerError> {
+    let barrier = key_source(config, prompt)?.unseal(store)?;
+    Ok(Arc::new(barrier))
+}
+
+/// `keep server rotate`: adds a new barrier key term; new writes use it, old entries stay
+/// readable. Returns the new term.
+pub fn rotate(
+    config: &ServerConfig,
+    prompt: &dyn Fn(&str) -> Result<SecretString, String>,
+) -> Result<u32, ServerError> {
+    let store = open_storage(config)?;
+    let status = seal::status(&store)?;
+    if !status.initialized {
+        return Err(ServerError::NotInitialized {
+            path: config.sqlite_path.display().to_string(),
+        });
+    }
+    let barrier = key_source(config, prompt)?.unseal(store)?;
+    Ok(barrier.rotate()?)
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok();
+            // Registers every handshake-failure reason at 0, so rate() alerts see the first one.
+            keep_tls::counters::describe();
+            handle
+        })
+        .clone()
+}
+
+/// A server ready to serve: TLS loaded, storage opened (and unsealed if initialized).
+pub struct Prepared {
+    /// Shared state.
+    pub state: Arc<AppState>,
+    /// The TLS config, reloadable.
+    pub tls: ReloadableTls,
+    /// Where security events go.
+    pub events: SharedSink,
+    store: Arc<dyn Store>,
+}
+
+/// Loads everything that can fail before binding, so a broken config fails fast with a clear
+/// message and a non-zero exit.
+pub fn prepare(
+    config: &ServerConfig,
+    prompt: &dyn Fn(&str) -> Result<SecretString, String>,
+) -> Result<Prepared, ServerError> {
+    let events: SharedSink = Arc::new(JsonLinesSink::stderr());
+    let tls = ReloadableTls::new(config.tls.clone(), events.clone())?;
+    let store = open_storage(config)?;
+    let status = seal::status(&store)?;
+    let mut state = if status.initialized {
+        let barrier = unseal(config, store.clone(), prompt)?;
+        AppState::unsealed(
+            barrier,
+            config.admins.clone(),
+            config.limits.clone(),
+            "sqlite",
+        )
+    } else {
+        tracing::warn!(
+            db = %config.sqlite_path.display(),
+            "storage is not initialized: serving health only; run `keep server init --config …`"
+        );
+        AppState::without_store(
+            false,
+            config.admins.clone(),
+            config.limits.clone(),
+            "sqlite",
+        )
+    };
+    state.metrics = metrics_handle();
+    Ok(Prepared {
+        state: Arc::new(state),
+        tls,
+        events,
+        store,
+    })
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    config: &ServerConfig,
+    prepared: Prepared,
+    listener: tokio::net::TcpListener,
+    shutdown: ShutdownSignal,
+) {
+    let Prepared {
+        state,
+        tls,
+        events,
+        store,
+    } = prepared;
+    let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
+    let _sighup = tls.reload_on_sighup().ok();
+    if state.seal_state() == crate::state::SealState::Uninitialized {
+        tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
+    }
+    run_listener(config, listener, tls, events, shutdown, state).await;
+}
+
+/// An uninitialized server serves health (501) and waits for `keep server init`; once the
+/// storage is initialized it unseals itself from the configured key file or passphrase file.
+async fn wait_for_init(config: ServerConfig, state: Arc<AppState>, store: Arc<dyn Store>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let s = store.clone();
+        let initialized =
+            tokio::task::spawn_blocking(move || seal::status(&s).map(|st| st.initialized))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+        if !initialized {
+            continue;
+        }
+        let s = store.clone();
+        let c = config.clone();
+        match tokio::task::spawn_blocking(move || {
+            unseal(&c, s, &|_| Err("no terminal to prompt on".into()))
+        })
+        .await
+        {
+            Ok(Ok(barrier)) => {
+                state.install_store(barrier);
+                tracing::info!("storage initialized by `keep server init`; unsealed");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "storage was initialized but unsealing failed; restart the server")
+            }
+            Err(e) => tracing::error!(error = %e, "unseal task failed"),
+        }
+        return;
+    }
+}
+
+async fn run_listener(
+    config: &ServerConfig,
+    listener: tokio::net::TcpListener,
+    tls: ReloadableTls,
+    events: SharedSink,
+    shutdown: ShutdownSignal,
+    state: Arc<AppState>,
+) {
+    let opts = ListenerOptions {
+        handshake_timeout: config.limits.handshake_timeout,
+        max_connections: config.limits.max_connections,
+        ..ListenerOptions::default()
+    };
+    let header_timeout = config.limits.header_timeout;
+    let router = api::router(state);
+    listener::serve(listener, tls, opts, events, shutdown, move |stream, info: ConnInfo| {
+        let router = router.clone();
+        async move {
+            let caller = info.identity.clone().map(Caller);
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(c) = &caller {
+                    req.extensions_mut().insert(c.clone());
+                }
+                let router = router.clone();
+                async move { router.oneshot(req.map(axum::body::Body::new)).await }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let shutdown = info.shutdown.clone();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %info.peer_addr, error = %e, "connection ended with an error");
+                    }
+                }
+                () = shutdown.triggered() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &ServerConfig) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(config.address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.address.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,115 @@
+//! Shared server state, buildable in memory so API tests can call the router directly.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use keep_store::Store;
+use keep_tls::identity::PeerIdentity;
+
+use crate::config::{AdminIdentity, Limits};
+
+/// Seal state as `/v1/sys/health` and `/v1/sys/seal-status` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealState {
+    /// `keep server init` has not been run on this storage.
+    Uninitialized,
+    /// Initialized, but the barrier key is not in memory.
+    Sealed,
+    /// Serving.
+    Unsealed,
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// The unsealed barrier (plaintext view of storage); `None` while sealed or uninitialized.
+    store: RwLock<Option<Arc<dyn Store>>>,
+    initialized: AtomicBool,
+    /// Break-glass operator identities from the config.
+    pub admins: Vec<AdminIdentity>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Renders `/v1/sys/metrics?format=prometheus`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// `sqlite`, `memory`, … for seal-status.
+    pub storage_type: &'static str,
+}
+
+impl AppState {
+    /// State around an unsealed store.
+    pub fn unsealed(
+        store: Arc<dyn Store>,
+        admins: Vec<AdminIdentity>,
+        limits: Limits,
+        storage_type: &'static str,
+    ) -> AppState {
+        AppState {
+            store: RwLock::new(Some(store)),
+            initialized: AtomicBool::new(true),
+            admins,
+            limits,
+            metrics: None,
+            storage_type,
+        }
+    }
+
+    /// State of a server whose storage is not initialized or that is sealed.
+    pub fn without_store(
+        initialized: bool,
+        admins: Vec<AdminIdentity>,
+        limits: Limits,
+        storage_type: &'static str,
+    ) -> AppState {
+        AppState {
+            store: RwLock::new(None),
+            initialized: AtomicBool::new(initialized),
+            admins,
+            limits,
+            metrics: None,
+            storage_type,
+        }
+    }
+
+    /// The current seal state.
+    pub fn seal_state(&self) -> SealState {
+        if !self.initialized.load(Ordering::Acquire) {
+            return SealState::Uninitialized;
+        }
+        match self.store.read() {
+            Ok(g) if g.is_some() => SealState::Unsealed,
+            _ => SealState::Sealed,
+        }
+    }
+
+    /// The store, or `None` when sealed.
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Installs an unsealed store (after `keep server init` ran while the server waited).
+    pub fn install_store(&self, store: Arc<dyn Store>) {
+        if let Ok(mut g) = self.store.write() {
+            *g = Some(store);
+        }
+        self.initialized.store(true, Ordering::Release);
+    }
+
+    /// Drops the key material from memory (`PUT /v1/sys/seal`).
+    pub fn seal(&self) {
+        if let Ok(mut g) = self.store.write() {
+            *g = None;
+        }
+    }
+
+    /// Whether the caller is a configured admin.
+    pub fn is_admin(&self, peer: &PeerIdentity) -> bool {
+        self.admins.iter().any(|a| match a {
+            AdminIdentity::CommonName(cn) => peer.common_name.as_deref() == Some(cn.as_str()),
+            AdminIdentity::UriSan(uri) => peer.uri_sans.iter().any(|u| u == uri),
+        })
+    }
+}
+
+/// The verified client identity of the connection a request arrived on, inserted as a request
+/// extension by the listener. Handlers never look at unverified certificate bytes.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Arc<PeerIdentity>);

@@ -1,0 +1,589 @@
+//! `keep server` end to end: the real binary on 127.0.0.1 with mTLS, driven by real Vault
+//! clients (vaultrs here, hvac through Python), plus durability under `kill -9`, seal states,
+//! and handshake-failure metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use keep_test_support::{TestPki, TestPkiFiles};
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    files: TestPkiFiles,
+    port: u16,
+    config: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Self::with_limits("")
+    }
+
+    /// A lab whose config adds `limits` (YAML lines under `listener.limits`).
+    fn with_limits(limits: &str) -> Lab {
+        let tmp = keep_test_support::tempdir();
+        let dir = tmp.path().to_path_buf();
+        let pki = TestPki::new();
+        let files = pki.write_to(&dir);
+        let port = free_port();
+        let config = dir.join("keep-server.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\n    min_version: \"1.2\"\n{limits}storage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n",
+                files.server_cert.display(),
+                files.server_key.display(),
+                files.ca_bundle.display(),
+                files.crl.display(),
+                limits = if limits.is_empty() { String::new() } else { format!("  limits:\n{limits}") },
+            ),
+        )
+        .unwrap();
+        Lab {
+            _tmp: tmp,
+            dir,
+            files,
+            port,
+            config,
+        }
+    }
+
+    fn keep(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_keep"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn init(&self) {
+        let out = self.keep(&["server", "init"]);
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(&self) -> Server {
+        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keep"))
+            .args(["server", "--config"])
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child,
+            log: self.dir.join("server.log"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("server exited with {status}: {}", s.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// curl with the admin identity; returns (status, body).
+    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.curl_as(
+            &self.files.admin_cert,
+            &self.files.admin_key,
+            method,
+            path,
+            body,
+        )
+    }
+
+    fn curl_as(
+        &self,
+        cert: &Path,
+        key: &Path,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--cacert"])
+            .arg(&self.files.root_cert)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = cmd.arg(format!("{}{path}", self.url())).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+}
+
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn hvac_python() -> Option<PathBuf> {
+    let py = std::env::var_os("KEEP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import hvac"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(py)
+    } else {
+        assert!(
+            std::env::var_os("KEEP_REQUIRE_PEERS").is_none(),
+            "hvac is required (KEEP_REQUIRE_PEERS is set) but `{} -c 'import hvac'` fails; .ci/run installs it",
+            py.display()
+        );
+        eprintln!("SKIP: hvac not installed (set KEEP_TEST_PYTHON to a venv python with hvac)");
+        None
+    }
+}
+
+#[test]
+fn hvac_runs_every_kv_v2_call_with_the_admin_cert_and_no_token() {
+    let Some(py) = hvac_python() else { return };
+    let lab = Lab::new();
+    lab.init();
+    let server = lab.start();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keep-server/tests/clients/hvac_kv_v2.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(lab.url())
+        .arg(&lab.files.root_cert)
+        .arg(&lab.files.admin_cert)
+        .arg(&lab.files.admin_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hvac script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all KV v2 calls behaved"));
+}
+
+fn vault_client(lab: &Lab) -> vaultrs::client::VaultClient {
+    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    let mut pem = std::fs::read(&lab.files.admin_cert).unwrap();
+    pem.extend(std::fs::read(&lab.files.admin_key).unwrap());
+    let identity = reqwest::Identity::from_pem(&pem).unwrap();
+    let settings = VaultClientSettingsBuilder::default()
+        .address(lab.url())
+        .ca_certs(vec![lab.files.root_cert.display().to_string()])
+        .identity(Some(identity))
+        .build()
+        .unwrap();
+    VaultClient::new(settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultrs_kv2_calls_work_unchanged() {
+    use std::collections::HashMap;
+    let lab = Lab::new();
+    lab.init();
+    let _server = lab.start();
+    let client = vault_client(&lab);
+    let mut secret = HashMap::new();
+    secret.insert("api_key".to_string(), "sk-vaultrs".to_string());
+    let meta = vaultrs::kv2::set(&client, "secret", "agents/a1", &secret)
+        .await
+        .unwrap();
+    assert_eq!(meta.version, 1);
+    secret.insert("api_key".to_string(), "sk-vaultrs-2".to_string());
+    vaultrs::kv2::set(&client, "secret", "agents/a1", &secret)
+        .await
+        .unwrap();
+    let got: HashMap<String, String> = vaultrs::kv2::read(&client, "secret", "agents/a1")
+        .await
+        .unwrap();
+    assert_eq!(got["api_key"], "sk-vaultrs-2");
+    let v1: HashMap<String, String> = vaultrs::kv2::read_version(&client, "secret", "agents/a1", 1)
+        .await
+        .unwrap();
+    assert_eq!(v1["api_key"], "sk-vaultrs");
+    let keys = vaultrs::kv2::list(&client, "secret", "agents")
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["a1"]);
+    let md = vaultrs::kv2::read_metadata(&client, "secret", "agents/a1")
+        .await
+        .unwrap();
+    assert_eq!(md.current_version, 2);
+    vaultrs::kv2::delete_latest(&client, "secret", "agents/a1")
+        .await
+        .unwrap();
+    assert!(
+        vaultrs::kv2::read::<HashMap<String, String>>(&client, "secret", "agents/a1")
+            .await
+            .is_err()
+    );
+    vaultrs::kv2::undelete_versions(&client, "secret", "agents/a1", vec![2])
+        .await
+        .unwrap();
+    let got: HashMap<String, String> = vaultrs::kv2::read(&client, "secret", "agents/a1")
+        .await
+        .unwrap();
+    assert_eq!(got["api_key"], "sk-vaultrs-2");
+    vaultrs::kv2::destroy_versions(&client, "secret", "agents/a1", vec![1])
+        .await
+        .unwrap();
+    vaultrs::kv2::delete_metadata(&client, "secret", "agents/a1")
+        .await
+        .unwrap();
+    assert!(
+        vaultrs::kv2::read_metadata(&client, "secret", "agents/a1")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_and_nothing_is_plaintext_on_disk() {
+    use std::collections::HashMap;
+    let lab = Lab::new();
+    lab.init();
+    let mut server = lab.start();
+    let client = vault_client(&lab);
+    let marker = "sk-durable-canary-7f3a9c";
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let started = Instant::now();
+    let mut killed = false;
+    for i in 0..100_000u32 {
+        if !killed && started.elapsed() > Duration::from_millis(1500) {
+            // Kill mid-stream: a write may be in flight right now.
+            let pid = server.child.id();
+            std::thread::spawn(move || {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            });
+            killed = true;
+        }
+        let key = format!("dur/k{i}");
+        let value = format!("{marker}-{i}");
+        let mut m = HashMap::new();
+        m.insert("v".to_string(), value.clone());
+        match vaultrs::kv2::set(&client, "secret", &key, &m).await {
+            Ok(_) => acked.push((key, value)),
+            Err(_) if killed => break,
+            Err(e) => panic!("write {i} failed before the kill: {e}"),
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    server.kill9();
+    assert!(
+        acked.len() > 10,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
+    // No secret value in plaintext anywhere in the database files.
+    for f in ["keep.db", "keep.db-wal", "keep.db-shm"] {
+        if let Ok(bytes) = std::fs::read(lab.dir.join(f)) {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                "{f} contains a secret value in plaintext"
+            );
+        }
+    }
+    let _server = lab.start();
+    let client = vault_client(&lab);
+    for (key, value) in &acked {
+        let got: HashMap<String, String> = vaultrs::kv2::read(&client, "secret", key)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged write {key} lost after kill -9: {e}"));
+        assert_eq!(&got["v"], value);
+    }
+    eprintln!("{} acknowledged writes survived kill -9", acked.len());
+}
+
+#[test]
+fn seal_states_show_in_health_and_a_wrong_key_stops_the_server() {
+    let lab = Lab::new();
+    // Not initialized: the server runs and says so.
+    let server = lab.start();
+    let (code, body) = lab.curl("GET", "/v1/sys/health", None);
+    assert_eq!(code, 501, "{body}");
+    assert!(body.contains("\"initialized\":false"), "{body}");
+    let (code, body) = lab.curl("GET", "/v1/sys/seal-status", None);
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"initialized\":false") && body.contains("\"sealed\":true"),
+        "{body}"
+    );
+    // `keep server init` while it runs: it unseals itself.
+    lab.init();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = lab.curl("GET", "/v1/sys/health", None);
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not unseal after init: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = lab.curl("POST", "/v1/secret/data/x", Some(r#"{"data":{"a":"1"}}"#));
+    assert_eq!(code, 200, "{body}");
+    // Sealing drops the key: 503 everywhere.
+    let (code, _) = lab.curl("PUT", "/v1/sys/seal", None);
+    assert_eq!(code, 204);
+    let (code, body) = lab.curl("GET", "/v1/secret/data/x", None);
+    assert_eq!(code, 503, "{body}");
+    let (code, _) = lab.curl("GET", "/v1/sys/health", None);
+    assert_eq!(code, 503);
+    drop(server);
+
+    // A second init is refused and changes nothing.
+    let out = lab.keep(&["server", "init"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already initialized"));
+
+    // A different unseal key: the server says why and exits non-zero.
+    std::fs::remove_file(lab.dir.join("unseal.key")).unwrap();
+    keep_store::seal::generate_key_file(&lab.dir.join("unseal.key")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keep"))
+        .args(["server", "--config"])
+        .arg(&lab.config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unseal key is wrong"), "{err}");
+}
+
+#[test]
+fn rotate_keeps_old_entries_readable() {
+    let lab = Lab::new();
+    lab.init();
+    {
+        let _s = lab.start();
+        let (code, body) = lab.curl(
+            "POST",
+            "/v1/secret/data/before",
+            Some(r#"{"data":{"a":"old"}}"#),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let out = lab.keep(&["server", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("term 2"));
+    let _s = lab.start();
+    let (code, body) = lab.curl("GET", "/v1/secret/data/before", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"old\""));
+    let (code, _) = lab.curl(
+        "POST",
+        "/v1/secret/data/after",
+        Some(r#"{"data":{"a":"new"}}"#),
+    );
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn handshake_failures_are_counted_by_reason_in_sys_metrics() {
+    let lab = Lab::new();
+    lab.init();
+    let server = lab.start();
+    // A valid request first, so the metrics endpoint is known good.
+    let (code, _) = lab.curl("GET", "/v1/sys/health", None);
+    assert_eq!(code, 200);
+    // no_certificate: curl without a client cert.
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&lab.files.root_cert)
+        .arg(format!("{}/v1/sys/health", lab.url()))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("initialized"),
+        "served without a client cert"
+    );
+    // expired and revoked client certs.
+    for (cert, key) in [
+        (
+            &lab.files.expired_client_cert,
+            &lab.files.expired_client_key,
+        ),
+        (
+            &lab.files.revoked_client_cert,
+            &lab.files.revoked_client_key,
+        ),
+    ] {
+        let (code, _) = lab.curl_as(cert, key, "GET", "/v1/sys/health", None);
+        assert_eq!(code, 0, "{} was accepted", cert.display());
+    }
+    // eof_before_hello: a TCP probe.
+    drop(TcpStream::connect(("127.0.0.1", lab.port)).unwrap());
+    // plain_http: HTTP to the TLS port.
+    let _ = Command::new("curl")
+        .args(["-sS", "--max-time", "3"])
+        .arg(format!("http://127.0.0.1:{}/v1/sys/health", lab.port))
+        .output();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, metrics) = lab.curl("GET", "/v1/sys/metrics?format=prometheus", None);
+    assert_eq!(code, 200);
+    for reason in [
+        "no_certificate",
+        "expired",
+        "revoked",
+        "eof_before_hello",
+        "plain_http",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("keep_tls_handshake_failures_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no counter for {reason} in:\n{metrics}\nserver log:\n{}",
+                    server.log()
+                )
+            });
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1.0, "{line}");
+    }
+    // And each failure is a JSON security event on stderr (eof_before_hello only at debug).
+    let log = server.log();
+    for reason in ["no_certificate", "expired", "revoked", "plain_http"] {
+        assert!(
+            log.contains(&format!("\"reason\":\"{reason}\"")),
+            "no event for {reason}:\n{log}"
+        );
+    }
+}
+
+/// The request-header timeout: a client that sends half a request is cut off, so slow clients
+/// cannot hold connections (and the connection cap) forever.
+#[test]
+fn slow_request_headers_are_cut_off() {
+    let lab = Lab::with_limits("    header_timeout: 1s\n    max_request_bytes: 4096\n");
+    lab.init();
+    let server = lab.start();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", lab.port),
+            "-cert",
+        ])
+        .arg(&lab.files.admin_cert)
+        .arg("-key")
+        .arg(&lab.files.admin_key)
+        .arg("-CAfile")
+        .arg(&lab.files.root_cert)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    // Keep stdin open (no EOF from our side); the server must close within the timeout.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if started.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        status.is_some(),
+        "the server kept a half-sent request open for 8 s: {}",
+        server.log()
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed too early ({elapsed:?})"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("\"initialized\""),
+        "a half-sent request was answered"
+    );
+    // The body limit from the config applies to the real listener too.
+    let big = format!("{{\"data\":{{\"blob\":\"{}\"}}}}", "x".repeat(8000));
+    let (code, body) = lab.curl("POST", "/v1/secret/data/big", Some(&big));
+    assert_eq!(code, 413, "{body}");
+    let (code, _) = lab.curl("GET", "/v1/secret/data/big", None);
+    assert_eq!(code, 404, "nothing stored");
+}
