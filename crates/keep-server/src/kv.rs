@@ -243,24 +243,16 @@ impl<'a> KvEngine<'a> {
         }
     }
 
-    fn version_meta(m: &Meta, v: u64, now: OffsetDateTime) -> Option<VersionMetadata> {
-        m.versions
-            .get(&v)
-            .map(|e| VersionMetadata {
-                created_time: e.created_time.clone(),
-                custom_metadata: m.custom_metadata.clone(),
-                deletion_time: e.deletion_time.clone(),
-                destroyed: e.destroyed,
-                version: v,
-            })
-            .map(|mut vm| {
-                // A deletion time in the future (delete_version_after) is shown but not yet in force.
-                let _ = now;
-                if vm.deletion_time.is_empty() {
-                    vm.deletion_time = String::new();
-                }
-                vm
-            })
+    /// A version's metadata as clients see it. A `deletion_time` in the future (set by
+    /// `delete_version_after`) is shown as Vault shows it, and only takes effect once reached.
+    fn version_meta(m: &Meta, v: u64) -> Option<VersionMetadata> {
+        m.versions.get(&v).map(|e| VersionMetadata {
+            created_time: e.created_time.clone(),
+            custom_metadata: m.custom_metadata.clone(),
+            deletion_time: e.deletion_time.clone(),
+            destroyed: e.destroyed,
+            version: v,
+        })
     }
 
     fn is_deleted(e: &VersionEntry, now: OffsetDateTime) -> bool {
@@ -283,7 +275,7 @@ impl<'a> KvEngine<'a> {
             Some(v) => v,
         };
         let entry = m.versions.get(&v).ok_or(KvError::NotFound)?;
-        let vm = Self::version_meta(&m, v, now).ok_or(KvError::NotFound)?;
+        let vm = Self::version_meta(&m, v).ok_or(KvError::NotFound)?;
         if Self::is_deleted(entry, now) {
             return Err(KvError::Deleted(vm));
         }
@@ -388,7 +380,7 @@ impl<'a> KvEngine<'a> {
             });
             match self.store.transaction(&ops) {
                 Ok(()) => {
-                    return Self::version_meta(&m, v, now).ok_or(KvError::NotFound);
+                    return Self::version_meta(&m, v).ok_or(KvError::NotFound);
                 }
                 Err(StoreError::Conflict { .. }) if cas.is_none() => continue,
                 Err(StoreError::Conflict { .. }) => {
@@ -657,26 +649,32 @@ impl<'a> KvEngine<'a> {
     /// Deletes the metadata and every version (`DELETE secret/metadata/:path`).
     pub fn delete_all(&self, path: &str) -> Result<(), KvError> {
         validate_path(path)?;
-        let Some((m, raw)) = self.load_meta(path)? else {
-            return Ok(());
-        };
-        let mut ops = vec![TxOp::Check {
-            key: self.meta_key(path),
-            expected: Some(raw),
-        }];
-        for v in m.versions.keys() {
+        for _ in 0..WRITE_RETRIES {
+            let Some((m, raw)) = self.load_meta(path)? else {
+                return Ok(());
+            };
+            let mut ops = vec![TxOp::Check {
+                key: self.meta_key(path),
+                expected: Some(raw),
+            }];
+            for v in m.versions.keys() {
+                ops.push(TxOp::Delete {
+                    key: self.version_key(path, *v),
+                });
+            }
             ops.push(TxOp::Delete {
-                key: self.version_key(path, *v),
+                key: self.meta_key(path),
             });
+            match self.store.transaction(&ops) {
+                Ok(()) => return Ok(()),
+                // A version was added meanwhile: re-read so its data is deleted too.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        ops.push(TxOp::Delete {
-            key: self.meta_key(path),
-        });
-        match self.store.transaction(&ops) {
-            Ok(()) => Ok(()),
-            Err(StoreError::Conflict { .. }) => self.delete_all(path),
-            Err(e) => Err(e.into()),
-        }
+        Err(KvError::Invalid(
+            "too many concurrent writers to this secret; retry".into(),
+        ))
     }
 
     /// Lists the keys under a folder (`LIST secret/metadata/:prefix`). Empty → NotFound.
