@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod kv;
+pub mod policy;
 pub mod server;
 pub mod state;

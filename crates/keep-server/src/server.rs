@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 use crate::api;
 use crate::config::{SealSource, ServerConfig};
-use crate::state::{AppState, Caller};
+use crate::state::{AppState, Caller, PeerAddr};
 
 /// Why the server cannot start or an offline operation failed. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -279,10 +279,12 @@ async fn run_listener(
         let router = router.clone();
         async move {
             let caller = info.identity.clone().map(Caller);
+            let peer_addr = PeerAddr(info.peer_addr);
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 if let Some(c) = &caller {
                     req.extensions_mut().insert(c.clone());
                 }
+                req.extensions_mut().insert(peer_addr);
                 let router = router.clone();
                 async move { router.oneshot(req.map(axum::body::Body::new)).await }
             });

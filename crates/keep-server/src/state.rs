@@ -32,6 +32,10 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `sqlite`, `memory`, … for seal-status.
     pub storage_type: &'static str,
+    /// Cert auth roles, compiled once.
+    pub roles: crate::auth::RoleCache,
+    /// ACL policies, parsed once.
+    pub policies: crate::policy::PolicyCache,
 }
 
 impl AppState {
@@ -49,6 +53,8 @@ impl AppState {
             limits,
             metrics: None,
             storage_type,
+            roles: Default::default(),
+            policies: Default::default(),
         }
     }
 
@@ -66,6 +72,8 @@ impl AppState {
             limits,
             metrics: None,
             storage_type,
+            roles: Default::default(),
+            policies: Default::default(),
         }
     }
 
@@ -108,6 +116,11 @@ impl AppState {
         })
     }
 }
+
+/// The client's socket address, inserted as a request extension by the listener (for
+/// `token_bound_cidrs`).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// The verified client identity of the connection a request arrived on, inserted as a request
 /// extension by the listener. Handlers never look at unverified certificate bytes.

@@ -26,9 +26,9 @@ use time::OffsetDateTime;
 use crate::api::body::{json_object, opt_duration_secs, opt_u64, versions};
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, authorize};
+use crate::api::{Operation, blocking, principal, require};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
-use crate::state::{AppState, Caller};
+use crate::state::{AppState, Caller, PeerAddr};
 
 /// The mount keep serves KV v2 at.
 pub const MOUNT: &str = "secret";
@@ -45,23 +45,17 @@ fn is_list(method: &Method, q: &KvQuery) -> bool {
         || (method == Method::GET && q.list.as_deref().is_some_and(|v| v == "true" || v == "1"))
 }
 
-/// Runs blocking storage work off the async runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
-}
-
 fn method_not_allowed() -> ApiError {
     ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
 /// Entry point for every `/v1/secret/*` request.
+#[allow(clippy::too_many_arguments)] // axum extractors, one per request part
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     caller: Option<axum::Extension<Caller>>,
+    addr: Option<axum::Extension<PeerAddr>>,
+    headers: axum::http::HeaderMap,
     method: Method,
     Path(rest): Path<String>,
     Query(q): Query<KvQuery>,
@@ -80,13 +74,32 @@ pub async fn handle(
         (_, "POST" | "PUT", _) => Operation::Update,
         _ => return Err(method_not_allowed()),
     };
-    authorize(
+    let who = principal(
         &state,
         caller.as_ref().map(|c| &c.0),
-        &format!("{MOUNT}/{rest}"),
-        op,
-    )?;
+        addr.as_ref().map(|a| &a.0.0),
+        &headers,
+    )
+    .await?;
     let store = state.store().ok_or_else(ApiError::sealed)?;
+    // Vault's ACLs tell creating a secret from updating one.
+    let op = if op == Operation::Update
+        && area == "data"
+        && !matches!(who, crate::api::Principal::Admin)
+    {
+        let s = store.clone();
+        let p = path.clone();
+        let exists =
+            blocking(move || Ok(KvEngine::new(&*s, MOUNT).read_metadata(&p).is_ok())).await?;
+        if exists {
+            Operation::Update
+        } else {
+            Operation::Create
+        }
+    } else {
+        op
+    };
+    require(&state, &who, &format!("{MOUNT}/{rest}"), op).await?;
     let limit = state.limits.max_request_bytes;
     let now = OffsetDateTime::now_utc();
     match (area.as_str(), method.as_str(), list) {

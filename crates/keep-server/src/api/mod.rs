@@ -3,31 +3,37 @@
 //! Handlers take [`AppState`], which tests build in memory, so most API tests call the router
 //! directly; one loopback test per listener exercises the real mTLS path.
 
+pub mod auth;
 pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod kv;
+pub mod policy;
 pub mod sys;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use keep_tls::identity::PeerIdentity;
 
 use crate::api::error::ApiError;
-use crate::state::AppState;
+use crate::auth::token::TokenEntry;
+use crate::state::{AppState, Caller};
 
 /// What a request wants to do, in Vault's capability terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
     /// `read`
     Read,
-    /// `create`/`update`
+    /// `create` (a write to a path that does not exist yet)
+    Create,
+    /// `update`
     Update,
     /// `patch`
     Patch,
@@ -37,20 +43,171 @@ pub enum Operation {
     List,
 }
 
-/// Authorization for this release: the break-glass admins named in the config have full access;
-/// everyone else is denied (deny by default). Cert auth roles, tokens and policies arrive next
-/// and plug in here.
-pub fn authorize(
-    state: &AppState,
-    caller: Option<&crate::state::Caller>,
-    _path: &str,
-    _op: Operation,
-) -> Result<(), ApiError> {
-    let peer: Option<&PeerIdentity> = caller.map(|c| &*c.0);
-    match peer {
-        Some(p) if state.is_admin(p) => Ok(()),
-        _ => Err(ApiError::permission_denied()),
+impl Operation {
+    /// The policy capability this operation needs.
+    pub fn capability(self) -> keep_policy::Capability {
+        use keep_policy::Capability as C;
+        match self {
+            Operation::Read => C::Read,
+            Operation::Create => C::Create,
+            Operation::Update => C::Update,
+            Operation::Patch => C::Patch,
+            Operation::Delete => C::Delete,
+            Operation::List => C::List,
+        }
     }
+}
+
+/// Who is asking, resolved from the verified connection and the request's token.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// A break-glass admin identity from the config: full access, no token.
+    Admin,
+    /// A valid token presented on the connection of the certificate it was issued to.
+    Token {
+        /// The token (kept for lookup-self/renew-self/revoke-self).
+        token: String,
+        /// Its stored entry.
+        entry: TokenEntry,
+        /// The connection's verified identity (for policy templates).
+        peer: Arc<PeerIdentity>,
+    },
+    /// No token, but a role with `allow_tokenless` matches the connection's certificate.
+    Tokenless {
+        /// The role.
+        role: String,
+        /// Its policies.
+        policies: Vec<String>,
+        /// The connection's verified identity.
+        peer: Arc<PeerIdentity>,
+    },
+    /// Nothing grants anything.
+    Anonymous,
+}
+
+/// Runs blocking storage work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+fn token_from(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get("x-vault-token").and_then(|v| v.to_str().ok())
+        && !v.trim().is_empty()
+    {
+        return Some(v.trim().to_owned());
+    }
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Resolves the principal of a request. A token is honoured only on a connection presenting
+/// the certificate it was issued to, and only from its bound CIDRs; anything else is 403.
+pub async fn principal(
+    state: &Arc<AppState>,
+    caller: Option<&Caller>,
+    addr: Option<&std::net::SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let Some(peer) = caller.map(|c| c.0.clone()) else {
+        return Ok(Principal::Anonymous);
+    };
+    if state.is_admin(&peer) {
+        return Ok(Principal::Admin);
+    }
+    let ip = addr.map(std::net::SocketAddr::ip);
+    let Some(store) = state.store() else {
+        return Err(ApiError::sealed());
+    };
+    if let Some(token) = token_from(headers) {
+        let t = token.clone();
+        let s = store.clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let entry = blocking(move || {
+            crate::auth::token::Tokens::new(&*s)
+                .lookup(&t, now)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?
+        .ok_or_else(ApiError::permission_denied)?;
+        if entry.cert_fingerprint != peer.fingerprint_sha256 {
+            tracing::warn!(target: "keep::auth", accessor = %entry.accessor, presented_by = %peer.fingerprint_sha256, "token presented on a connection with another client certificate");
+            return Err(ApiError::client(
+                axum::http::StatusCode::FORBIDDEN,
+                "permission denied: this token is bound to a different client certificate",
+            ));
+        }
+        if !entry.bound_cidrs.is_empty() {
+            let ok = ip.is_some_and(|ip| {
+                entry
+                    .bound_cidrs
+                    .iter()
+                    .filter_map(|c| crate::auth::role::parse_cidr(c))
+                    .any(|c| crate::auth::role::cidr_contains(c, ip))
+            });
+            if !ok {
+                return Err(ApiError::permission_denied());
+            }
+        }
+        return Ok(Principal::Token { token, entry, peer });
+    }
+    let st = state.clone();
+    let p = peer.clone();
+    let chosen = blocking(move || {
+        let roles = st
+            .roles
+            .all(&*store)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(crate::auth::select_role(&roles, None, &p, ip, true).ok())
+    })
+    .await?;
+    Ok(match chosen {
+        Some((role, _)) => Principal::Tokenless {
+            role: role.name.clone(),
+            policies: role.role.policies(),
+            peer,
+        },
+        None => Principal::Anonymous,
+    })
+}
+
+/// Checks that `p` may perform `op` on `path` (a Vault API path without `/v1/`). Deny by
+/// default: admins pass; tokens and tokenless roles need a policy that grants the capability.
+pub async fn require(
+    state: &Arc<AppState>,
+    p: &Principal,
+    path: &str,
+    op: Operation,
+) -> Result<(), ApiError> {
+    let (policies, peer) = match p {
+        Principal::Admin => return Ok(()),
+        Principal::Anonymous => return Err(ApiError::permission_denied()),
+        Principal::Token { entry, peer, .. } => (entry.policies.clone(), peer.clone()),
+        Principal::Tokenless { policies, peer, .. } => (policies.clone(), peer.clone()),
+    };
+    let store = state.store().ok_or_else(ApiError::sealed)?;
+    let st = state.clone();
+    let path = path.to_owned();
+    blocking(move || {
+        let decision = st
+            .policies
+            .evaluate(&*store, &policies, &peer, &path, op.capability())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match decision {
+            keep_policy::Decision::Allow { .. } => Ok(()),
+            keep_policy::Decision::Deny { reason } => {
+                tracing::info!(target: "keep::authz", %path, ?op, %reason, "denied");
+                Err(ApiError::permission_denied())
+            }
+        }
+    })
+    .await
 }
 
 /// The route table.
@@ -75,6 +232,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(sys::metrics).fallback(method_not_allowed),
         )
         .route("/v1/secret/{*rest}", any(kv::handle))
+        .route(
+            "/v1/auth/cert/login",
+            post(auth::login)
+                .put(auth::login)
+                .fallback(method_not_allowed),
+        )
+        .route("/v1/auth/cert/certs", any(auth::list_roles))
+        .route("/v1/auth/cert/certs/", any(auth::list_roles))
+        .route("/v1/auth/cert/certs/{name}", any(auth::role))
+        .route("/v1/auth/token/{op}", any(auth::token_op))
+        .route("/v1/sys/policies/acl", any(policy::list))
+        .route("/v1/sys/policies/acl/", any(policy::list))
+        .route("/v1/sys/policies/acl/{name}", any(policy::acl))
+        .route("/v1/sys/policy", any(policy::list_legacy))
+        .route("/v1/sys/policy/{name}", any(policy::legacy))
         .fallback(not_found)
         .layer(middleware::from_fn(guard_path))
         .with_state(state)

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::api::{Operation, authorize};
-use crate::state::{AppState, Caller, SealState};
+use crate::api::{Operation, principal, require};
+use crate::state::{AppState, Caller, PeerAddr, SealState};
 
 /// keep's version as Vault clients see it.
 pub const VERSION: &str = concat!("keep-", env!("CARGO_PKG_VERSION"));
@@ -75,13 +75,17 @@ pub async fn seal_status(State(state): State<Arc<AppState>>) -> Response {
 pub async fn seal(
     State(state): State<Arc<AppState>>,
     caller: Option<axum::Extension<Caller>>,
+    addr: Option<axum::Extension<PeerAddr>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(
+    let who = principal(
         &state,
         caller.as_ref().map(|c| &c.0),
-        "sys/seal",
-        Operation::Update,
-    )?;
+        addr.as_ref().map(|a| &a.0.0),
+        &headers,
+    )
+    .await?;
+    require(&state, &who, "sys/seal", Operation::Update).await?;
     state.seal();
     tracing::warn!("server sealed by an operator request");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,0 +1,3 @@
+module gload
+
+go 1.19

@@ -1,0 +1,1923 @@
+//! The audit log: one JSON line per request and one per response, secrets HMAC'd, fail closed
+//! but bounded.
+//!
+//! # What is written
+//!
+//! Every line is one JSON object. Request and response lines look like Vault's file audit
+//! device (`type`, `time`, `request{id, operation, path, remote_address, client_cert,
+//! client_token, data}`, `auth{role, token_accessor, policies, admin}`, `decision{allowed,
+//! reason}`, `response{status, data}`, `error`); a third kind, `"type":"audit"`, marks a gap:
+//! it is written before the first entry that succeeds after one or more failures, and says
+//! since when and how many log calls failed, so an auditor sees where the trail has a hole.
+//!
+//! # Redaction is a type
+//!
+//! Secret-bearing fields of [`RequestEntry`] and [`ResponseEntry`] (bodies, tokens,
+//! accessors) have the type [`Hashed`], and a `Hashed` can only be made by
+//! [`AuditLog::hashed`] / [`AuditLog::hashed_value`], which HMAC-SHA256 every leaf with the
+//! per-install key. There is no field that takes a plaintext token or body, so a secret cannot
+//! reach the file by forgetting to hash it; the audit module never even holds a plaintext copy
+//! (it hashes from borrowed data). What the types cannot police is a secret pasted into a
+//! free-text field (`path`, `error`, `decision.reason`): those must carry only what a client
+//! may see (DESIGN.md section 8).
+//!
+//! Hashes are `hmac-sha256:<64 hex digits>`, Vault's audit-hash format, so an operator can
+//! find the entries that touched a known value with `sys/audit-hash` ([`AuditLog::hash`])
+//! without the log ever holding the value. HMAC is deterministic: equal values give equal
+//! hashes (that is what makes correlation work), so a low-entropy value (a boolean, a small
+//! number) can be recognised across lines even though it cannot be read.
+//!
+//! # Fail closed, but bounded
+//!
+//! A request must fail when its audit line cannot be written, but a broken disk must never
+//! hang the server. One writer thread owns the file and is fed by a bounded queue; a log call
+//! enqueues its line and waits for the writer's acknowledgement for at most
+//! [`AuditOptions::write_timeout`] (1 s by default):
+//!
+//! - the writer `write_all`s a batch of lines and flushes it to the OS before acknowledging.
+//!   It does not fsync per line by default ([`AuditOptions::fsync`]): a killed process loses
+//!   nothing that reached the OS, only a power loss or kernel crash can, and Vault's file
+//!   device makes the same trade;
+//! - a failed write (ENOSPC, EIO …) is answered with `Err` at once, the partial line it may
+//!   have left is cut off again (`ftruncate` to the previous length), and every later call
+//!   tries again, so freeing disk space heals the log without a restart. While the last write
+//!   failed, the writer also probes by itself every second, so health turns green again even
+//!   if a load balancer stopped sending traffic because health was red;
+//! - a write that blocks (a hung NFS or FUSE mount) is not waited for beyond the timeout; once
+//!   the writer has been blocked longer than the timeout, calls fail immediately without
+//!   queueing, and a full queue fails immediately too, so neither threads nor memory pile up;
+//! - a call that timed out before the writer picked its line up withdraws it, so it is never
+//!   written later; a line the writer had already started may still land (an entry for a
+//!   request that then failed, never a request that succeeded without an entry).
+
+use std::fmt;
+use std::fs::{File, OpenOptions, Permissions};
+use std::future::Future;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::hmac;
+use keep_store::{Store, StoreError, TxOp};
+use keep_tls::identity::PeerIdentity;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Where the per-install HMAC key lives in (barrier-encrypted) storage.
+pub const AUDIT_KEY_PATH: &str = "core/audit-hmac-key";
+
+/// The prefix of every hash in the log, as in Vault's audit-hash output.
+pub const HASH_PREFIX: &str = "hmac-sha256:";
+
+/// Length of the HMAC key in bytes (the SHA-256 block size would allow more; 32 bytes of
+/// randomness is already beyond brute force).
+pub const KEY_LEN: usize = 32;
+
+/// How often the writer retries on its own after a failed write, so health recovers even
+/// without traffic.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Upper bounds on one batch (one `write` + flush): enough to amortise the syscall under
+/// load, small enough that one batch cannot take long.
+const MAX_BATCH_JOBS: usize = 128;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Nesting deeper than this is not walked: a parsed body cannot be this deep (serde_json
+/// stops at 128), and a hand-built one must not overflow the stack. The subtree is replaced by
+/// a fixed marker, which fails safe (nothing of it is written).
+const MAX_DEPTH: usize = 256;
+
+/// Claim states of a queued line: the caller and the writer race to move it out of
+/// `PENDING`, so a line is either written or withdrawn, never both.
+const PENDING: u8 = 0;
+const CLAIMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Keys and hashes
+// ---------------------------------------------------------------------------------------------
+
+/// The per-install audit HMAC key: 32 random bytes, zeroized on drop, never printed.
+///
+/// It is stored encrypted under the barrier at [`AUDIT_KEY_PATH`] (see
+/// [`load_or_create_key`]), so every node of an install hashes alike and hashes stay
+/// comparable across restarts.
+pub struct HmacKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl HmacKey {
+    /// A fresh random key from the OS CSPRNG (through aws-lc).
+    pub fn generate() -> Result<HmacKey, AuditError> {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| AuditError::Random)?;
+        Ok(HmacKey(bytes))
+    }
+
+    /// A key from exactly [`KEY_LEN`] bytes. Any other length is refused rather than padded
+    /// or cut, because a silently different key would break correlation with older lines.
+    pub fn from_bytes(bytes: &[u8]) -> Result<HmacKey, AuditError> {
+        let arr: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| AuditError::KeyLength { len: bytes.len() })?;
+        Ok(HmacKey(Zeroizing::new(arr)))
+    }
+}
+
+impl fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacKey(<redacted>)")
+    }
+}
+
+/// Reads the install's audit HMAC key from `store`, creating it on first use.
+///
+/// `store` must be the unsealed barrier, so the key is encrypted at rest like every secret.
+/// Creation is a compare-and-set (`Check{expected: None}` + `Put` in one transaction): when
+/// two nodes start at once only one key wins, and the loser re-reads and uses the winner's.
+/// A stored value of the wrong length is an error, never overwritten: replacing the key would
+/// make every existing hash uncorrelatable.
+pub fn load_or_create_key(store: &dyn Store) -> Result<HmacKey, AuditError> {
+    // Three rounds: a conflict means someone else just created the key, so the next read
+    // finds it; failing again would mean the key is being deleted and recreated under us.
+    for _ in 0..3 {
+        if let Some(bytes) = store.get(AUDIT_KEY_PATH)? {
+            let bytes = Zeroizing::new(bytes);
+            return HmacKey::from_bytes(&bytes);
+        }
+        let key = HmacKey::generate()?;
+        let mut ops = [
+            TxOp::check(AUDIT_KEY_PATH, None),
+            TxOp::put(AUDIT_KEY_PATH, key.0.to_vec()),
+        ];
+        let result = store.transaction(&ops);
+        // TxOp does not zeroize; wipe our copy of the key bytes ourselves.
+        for op in &mut ops {
+            if let TxOp::Put { value, .. } = op {
+                value.zeroize();
+            }
+        }
+        match result {
+            Ok(()) => return Ok(key),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuditError::KeyRace)
+}
+
+/// A value that has been HMAC'd with the install's key: the only type a secret-bearing field
+/// of an audit entry accepts.
+///
+/// It can only be made by [`AuditLog::hashed`] or [`AuditLog::hashed_value`], so plaintext
+/// cannot end up in one by mistake; `Debug` and serialization show the hashes, which is safe.
+///
+/// ```compile_fail
+/// // No public constructor: plaintext cannot be wrapped as if it were hashed.
+/// let h = keep_server::audit::Hashed(serde_json::json!("hunter2"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Hashed(Value);
+
+impl Hashed {
+    /// The hashed JSON (strings, numbers and booleans replaced by `hmac-sha256:…`).
+    pub fn as_value(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// HMAC-SHA256 with the install key; the expanded key lives inside aws-lc.
+struct Hasher {
+    key: hmac::Key,
+}
+
+impl Hasher {
+    fn new(key: &HmacKey) -> Hasher {
+        Hasher {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key.0.as_ref()),
+        }
+    }
+
+    fn hash_str(&self, s: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = hmac::sign(&self.key, s.as_bytes());
+        let mut out = String::with_capacity(HASH_PREFIX.len() + 64);
+        out.push_str(HASH_PREFIX);
+        for b in tag.as_ref() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
+    }
+
+    /// Vault hashes only strings. keep also hashes numbers and booleans (as their JSON text,
+    /// `"42"`, `"true"`), because a secret can be numeric (a PIN, an account number) and a
+    /// body is opaque to the audit layer. `null` carries nothing and stays `null`; object keys
+    /// stay readable (field names such as `api_key` are what an auditor needs, and Vault keeps
+    /// them too), so a secret must never be used as a key.
+    fn hash_value(&self, v: &Value, depth: usize) -> Value {
+        if depth > MAX_DEPTH {
+            return Value::String("<redacted: nested too deep>".into());
+        }
+        match v {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::String(self.hash_str(if *b { "true" } else { "false" })),
+            Value::Number(n) => Value::String(self.hash_str(&n.to_string())),
+            Value::String(s) => Value::String(self.hash_str(s)),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.hash_value(i, depth + 1))
+                    .collect(),
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.hash_value(v, depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entries
+// ---------------------------------------------------------------------------------------------
+
+/// The client certificate of the connection, as far as an auditor needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClientCert {
+    /// SHA-256 of the leaf certificate's DER, hex.
+    pub fingerprint_sha256: String,
+    /// The subject DN.
+    pub subject: String,
+    /// The serial number, hex.
+    pub serial: String,
+}
+
+impl ClientCert {
+    /// The audit view of a verified peer identity.
+    pub fn from_peer(peer: &PeerIdentity) -> ClientCert {
+        ClientCert {
+            fingerprint_sha256: peer.fingerprint_sha256.clone(),
+            subject: peer.subject.clone(),
+            serial: peer.serial.clone(),
+        }
+    }
+}
+
+/// Who the request was authorized as.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthInfo {
+    /// The cert auth role that matched, if any.
+    pub role: Option<String>,
+    /// The token's accessor, hashed (an accessor can revoke and look up its token, so it is
+    /// as sensitive as the token for an attacker who reads the log).
+    pub token_accessor: Option<Hashed>,
+    /// The policies in force.
+    pub policies: Vec<String>,
+    /// Whether the caller is a break-glass admin from the config.
+    pub admin: bool,
+}
+
+/// The authorization decision and why, in words an auditor can act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Whether the request was allowed.
+    pub allowed: bool,
+    /// Why (the matched role/policy, or which check failed). Never a secret.
+    pub reason: String,
+}
+
+impl Decision {
+    /// An allow with its reason.
+    pub fn allow(reason: impl Into<String>) -> Decision {
+        Decision {
+            allowed: true,
+            reason: reason.into(),
+        }
+    }
+
+    /// A deny with its reason.
+    pub fn deny(reason: impl Into<String>) -> Decision {
+        Decision {
+            allowed: false,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The request facts shared by the request and the response line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The request id (the one the response envelope carries), to join request and response.
+    pub id: String,
+    /// Vault's operation name: `read`, `create`, `update`, `patch`, `delete`, `list`.
+    pub operation: String,
+    /// The API path without `/v1/` (`secret/data/openclaw/llm`). Paths are not secret (the
+    /// storage layer stores them in clear too).
+    pub path: String,
+    /// The peer's IP address.
+    pub remote_address: Option<String>,
+    /// The verified client certificate of the connection.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// What [`AuditLog::log_request`] writes, before the request is acted on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestEntry {
+    /// The request facts.
+    pub request: RequestInfo,
+    /// The `X-Vault-Token` presented, hashed.
+    pub client_token: Option<Hashed>,
+    /// The request body, hashed leaf by leaf (keys stay readable).
+    pub data: Option<Hashed>,
+    /// Who the caller was authorized as (absent before authentication).
+    pub auth: Option<AuthInfo>,
+    /// The authorization decision.
+    pub decision: Option<Decision>,
+    /// A client-safe error message (what the client is told), when the request is already
+    /// known to fail.
+    pub error: Option<String>,
+}
+
+/// What [`AuditLog::log_response`] writes, after the request was acted on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseEntry {
+    /// The request facts (the same as in the request line).
+    pub request: RequestInfo,
+    /// The `X-Vault-Token` presented, hashed.
+    pub client_token: Option<Hashed>,
+    /// Who the caller was authorized as.
+    pub auth: Option<AuthInfo>,
+    /// The authorization decision.
+    pub decision: Option<Decision>,
+    /// The HTTP status sent.
+    pub status: u16,
+    /// The response body (or its `data`), hashed leaf by leaf.
+    pub data: Option<Hashed>,
+    /// The client-safe error message sent, if any.
+    pub error: Option<String>,
+}
+
+// The wire shapes: borrowed views, so a line is serialized without copying the entry. Only
+// `Hashed` and non-secret fields exist here; adding a `String` that holds a secret would need
+// a new field on a public entry type, which is where review catches it.
+
+#[derive(Serialize)]
+struct WireRequestInfo<'a> {
+    id: &'a str,
+    operation: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_address: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert: Option<&'a ClientCert>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_token: Option<&'a Hashed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Hashed>,
+}
+
+#[derive(Serialize)]
+struct WireAuth<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_accessor: Option<&'a Hashed>,
+    policies: &'a [String],
+    admin: bool,
+}
+
+#[derive(Serialize)]
+struct WireResponse<'a> {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Hashed>,
+}
+
+#[derive(Serialize)]
+struct WireEntry<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    request: WireRequestInfo<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<WireAuth<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<&'a Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<WireResponse<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn wire_auth(a: &AuthInfo) -> WireAuth<'_> {
+    WireAuth {
+        role: a.role.as_deref(),
+        token_accessor: a.token_accessor.as_ref(),
+        policies: &a.policies,
+        admin: a.admin,
+    }
+}
+
+fn now_rfc3339() -> Result<String, AuditError> {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .map_err(|e| AuditError::Serialize(e.to_string()))
+}
+
+fn to_line(entry: &WireEntry<'_>) -> Result<Vec<u8>, AuditError> {
+    // serde_json escapes control characters, so a `\n` in a path cannot split a line.
+    let mut line = serde_json::to_vec(entry).map_err(|e| AuditError::Serialize(e.to_string()))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+fn request_line(e: &RequestEntry) -> Result<Vec<u8>, AuditError> {
+    let r = &e.request;
+    to_line(&WireEntry {
+        kind: "request",
+        time: now_rfc3339()?,
+        request: WireRequestInfo {
+            id: &r.id,
+            operation: &r.operation,
+            path: &r.path,
+            remote_address: r.remote_address.as_deref(),
+            client_cert: r.client_cert.as_ref(),
+            client_token: e.client_token.as_ref(),
+            data: e.data.as_ref(),
+        },
+        auth: e.auth.as_ref().map(wire_auth),
+        decision: e.decision.as_ref(),
+        response: None,
+        error: e.error.as_deref(),
+    })
+}
+
+fn response_line(e: &ResponseEntry) -> Result<Vec<u8>, AuditError> {
+    let r = &e.request;
+    to_line(&WireEntry {
+        kind: "response",
+        time: now_rfc3339()?,
+        request: WireRequestInfo {
+            id: &r.id,
+            operation: &r.operation,
+            path: &r.path,
+            remote_address: r.remote_address.as_deref(),
+            client_cert: r.client_cert.as_ref(),
+            client_token: e.client_token.as_ref(),
+            // The request body was in the request line; repeating it would double the cost.
+            data: None,
+        },
+        auth: e.auth.as_ref().map(wire_auth),
+        decision: e.decision.as_ref(),
+        response: Some(WireResponse {
+            status: e.status,
+            data: e.data.as_ref(),
+        }),
+        error: e.error.as_deref(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and options
+// ---------------------------------------------------------------------------------------------
+
+/// Why an audit operation failed. None of these carries a secret: at most a file path and an
+/// OS error text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The audit file could not be opened or created (or its mode tightened).
+    #[error("cannot open the audit log {path}: {source}")]
+    Open {
+        /// The audit file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+
+    /// The writer thread could not be started.
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(io::Error),
+
+    /// The line was not written: the write or flush failed (disk full, I/O error …). The
+    /// next call tries again.
+    #[error("audit log write failed: {reason}")]
+    Write {
+        /// The OS error text.
+        reason: String,
+    },
+
+    /// The writer did not acknowledge within the write timeout (a slow or blocked sink).
+    #[error("audit log write did not complete within {after:?}")]
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+    },
+
+    /// The writer has been blocked in a write for longer than the timeout; the call was
+    /// refused at once instead of queueing behind it.
+    #[error(
+        "the audit log has been blocked in a write for {blocked_for:?}; refusing requests until it completes"
+    )]
+    Stuck {
+        /// How long the current write has been blocked.
+        blocked_for: Duration,
+    },
+
+    /// Too many lines are already waiting for the writer.
+    #[error("the audit queue is full")]
+    QueueFull,
+
+    /// The writer thread is gone (it only exits when the log is dropped, or by a bug).
+    #[error("the audit writer thread has stopped")]
+    WriterStopped,
+
+    /// An entry could not be turned into JSON (not expected to happen).
+    #[error("cannot serialize an audit entry: {0}")]
+    Serialize(String),
+
+    /// The HMAC key has the wrong length (given, or found in storage).
+    #[error("the audit HMAC key must be {KEY_LEN} bytes, got {len}")]
+    KeyLength {
+        /// The length found.
+        len: usize,
+    },
+
+    /// The CSPRNG failed while generating a key.
+    #[error("cannot generate the audit HMAC key: random number generator failed")]
+    Random,
+
+    /// Reading or creating the stored key failed.
+    #[error("audit HMAC key storage: {0}")]
+    Store(#[from] StoreError),
+
+    /// Creating the key kept conflicting with concurrent creations.
+    #[error("the audit HMAC key kept changing while it was being created; retry")]
+    KeyRace,
+}
+
+/// Tuning for [`AuditLog`]; [`Default`] is what the server uses.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// How long a log call waits for its line to be written and flushed before the request
+    /// fails (default 1 s). Also how long a write may block before the log counts as stuck.
+    pub write_timeout: Duration,
+    /// How many lines may wait for the writer (default 256). A full queue fails calls at
+    /// once, so a slow sink costs bounded memory.
+    pub queue_capacity: usize,
+    /// `fdatasync` after every batch (default off): guards against power loss, costs a disk
+    /// flush per batch. Without it a line is in the OS when the call returns, which survives
+    /// a crash or kill of keep.
+    pub fsync: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            write_timeout: Duration::from_secs(1),
+            queue_capacity: 256,
+            fsync: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The log and its writer thread
+// ---------------------------------------------------------------------------------------------
+
+/// The audit log: a cheap, clonable handle to one file and its writer thread.
+///
+/// Built after unsealing (the HMAC key is in the barrier). Dropping the last handle stops the
+/// writer once its queue is drained.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    hasher: Hasher,
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+    opts: AuditOptions,
+}
+
+/// State shared by callers and the writer. The writer holds only this (not the sender), so
+/// dropping the last [`AuditLog`] disconnects the queue and lets the thread end.
+struct Shared {
+    base: Instant,
+    /// When the writer started its current write, as nanoseconds since `base` plus one;
+    /// 0 while it is not writing. Lets callers see a stuck writer without waiting on it.
+    busy_since: AtomicU64,
+    /// The `busy_since` of a write that a caller already gave up waiting for. Such a write
+    /// counts as stuck at once, even a moment before it has lasted the full timeout (the
+    /// caller's clock started before the writer's), so health never says "fine" right after
+    /// a request failed on it. A new write has a new mark, which clears this by itself.
+    stuck_mark: AtomicU64,
+    /// The last write attempt failed.
+    write_failed: AtomicBool,
+    writer_alive: AtomicBool,
+    /// Log calls that returned an error and are not yet reported in a gap line.
+    failed_calls: AtomicU64,
+    status: Mutex<Status>,
+}
+
+#[derive(Default)]
+struct Status {
+    last_error: Option<String>,
+    failing_since: Option<OffsetDateTime>,
+}
+
+impl Shared {
+    fn mark(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// How long the current write has been blocked, if longer than `limit` or if a caller
+    /// already timed out on it.
+    fn blocked_for(&self, limit: Duration) -> Option<Duration> {
+        let since = self.busy_since.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let now = self.mark();
+        let blocked = Duration::from_nanos(now.saturating_sub(since));
+        (blocked > limit || self.stuck_mark.load(Ordering::Acquire) == since).then_some(blocked)
+    }
+
+    /// A caller timed out: if the writer is in a write, that write is stuck.
+    fn caller_timed_out(&self) {
+        let since = self.busy_since.load(Ordering::Acquire);
+        if since != 0 {
+            self.stuck_mark.store(since, Ordering::Release);
+        }
+    }
+
+    fn note_failure_start(&self) {
+        if let Ok(mut s) = self.status.lock()
+            && s.failing_since.is_none()
+        {
+            s.failing_since = Some(OffsetDateTime::now_utc());
+        }
+    }
+}
+
+/// Where the writer's bytes go.
+enum Sink {
+    File { file: File, regular: bool },
+    Writer(Box<dyn Write + Send>),
+}
+
+struct SinkState {
+    sink: Sink,
+    /// A failed write may have left a partial line we could not cut off: start the next
+    /// write with a newline so it cannot glue onto the fragment.
+    dirty: bool,
+}
+
+impl SinkState {
+    fn append(&mut self, buf: &[u8], fsync: bool) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::File { file, regular } => {
+                // O_APPEND writes at the end; remember where that is so a failure can be
+                // undone. Not possible for a device or FIFO.
+                let before = if *regular {
+                    Some(file.metadata()?.len())
+                } else {
+                    None
+                };
+                let result = file
+                    .write_all(buf)
+                    .and_then(|()| file.flush())
+                    .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+                if result.is_err() {
+                    // Cutting the file back also releases the space the fragment took. Cut
+                    // back, the file is as it was before this write (dirty if it was).
+                    let cut = before.is_some_and(|len| file.set_len(len).is_ok());
+                    self.dirty |= !cut;
+                } else {
+                    self.dirty = false;
+                }
+                result
+            }
+            Sink::Writer(w) => {
+                let result = w.write_all(buf).and_then(|()| w.flush());
+                self.dirty = result.is_err();
+                result
+            }
+        }
+    }
+}
+
+enum Ack {
+    Sync(SyncSender<Result<(), String>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+impl Ack {
+    fn send(self, r: Result<(), String>) {
+        // The caller may have timed out and gone; that is fine.
+        match self {
+            Ack::Sync(tx) => {
+                let _ = tx.try_send(r);
+            }
+            Ack::Async(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+struct Job {
+    line: Vec<u8>,
+    claim: Arc<AtomicU8>,
+    ack: Ack,
+}
+
+/// Clears `writer_alive` however the writer ends (including a panic), so health goes red.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.writer_alive.store(false, Ordering::Release);
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates, mode 0600) the audit file at `path` for appending and starts the
+    /// writer.
+    ///
+    /// An existing regular file that is group- or world-accessible is tightened to 0600
+    /// (with a warning): the log names identities and paths. Devices and FIFOs are used as
+    /// they are.
+    pub fn open(
+        path: &Path,
+        hmac_key: HmacKey,
+        opts: AuditOptions,
+    ) -> Result<AuditLog, AuditError> {
+        let open_err = |source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        let regular = meta.is_file();
+        if regular && meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
+                "audit log was group/world accessible; setting mode 0600"
+            );
+            file.set_permissions(Permissions::from_mode(0o600))
+                .map_err(open_err)?;
+        }
+        Self::start(Sink::File { file, regular }, hmac_key, opts)
+    }
+
+    /// An audit log over any writer (stdout, or a test double that fails or blocks).
+    ///
+    /// Each batch is `write_all` + `flush`ed; a failed write cannot be cut back, so the next
+    /// write starts with a newline to keep a fragment on a line of its own.
+    pub fn with_writer(
+        writer: Box<dyn Write + Send>,
+        hmac_key: HmacKey,
+        opts: AuditOptions,
+    ) -> Result<AuditLog, AuditError> {
+        Self::start(Sink::Writer(writer), hmac_key, opts)
+    }
+
+    fn start(sink: Sink, hmac_key: HmacKey, opts: AuditOptions) -> Result<AuditLog, AuditError> {
+        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity.max(1));
+        let shared = Arc::new(Shared {
+            base: Instant::now(),
+            busy_since: AtomicU64::new(0),
+            stuck_mark: AtomicU64::new(0),
+            write_failed: AtomicBool::new(false),
+            writer_alive: AtomicBool::new(true),
+            failed_calls: AtomicU64::new(0),
+            status: Mutex::new(Status::default()),
+        });
+        let writer_shared = Arc::clone(&shared);
+        let fsync = opts.fsync;
+        std::thread::Builder::new()
+            .name("keep-audit".into())
+            .spawn(move || writer_loop(rx, SinkState { sink, dirty: false }, writer_shared, fsync))
+            .map_err(AuditError::Spawn)?;
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                hasher: Hasher::new(&hmac_key),
+                tx,
+                shared,
+                opts,
+            }),
+        })
+    }
+
+    /// Writes the request line and waits (at most the write timeout) until it is flushed.
+    ///
+    /// Fail closed: on `Err` the caller must not act on the request. Blocks the calling
+    /// thread, so call it from `spawn_blocking` (next to the storage call) or use
+    /// [`log_request_async`](Self::log_request_async) on the async runtime.
+    pub fn log_request(&self, e: &RequestEntry) -> Result<(), AuditError> {
+        let r = self.write_blocking(request_line(e));
+        self.record(&r);
+        r
+    }
+
+    /// Writes the response line and waits (at most the write timeout) until it is flushed.
+    ///
+    /// Fail closed: on `Err` the response must become an error (the action may already have
+    /// happened; the client must not get its result). Blocking, like
+    /// [`log_request`](Self::log_request).
+    pub fn log_response(&self, e: &ResponseEntry) -> Result<(), AuditError> {
+        let r = self.write_blocking(response_line(e));
+        self.record(&r);
+        r
+    }
+
+    /// [`log_request`](Self::log_request) for async code: the line is queued now, and the
+    /// returned future waits for the writer without blocking a runtime thread. Needs a tokio
+    /// runtime with the time driver when polled.
+    pub fn log_request_async(
+        &self,
+        e: &RequestEntry,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+        self.write_async(request_line(e))
+    }
+
+    /// [`log_response`](Self::log_response) for async code.
+    pub fn log_response_async(
+        &self,
+        e: &ResponseEntry,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+        self.write_async(response_line(e))
+    }
+
+    /// `hmac-sha256:<hex>` of `value`: what the log holds for it. Serves `sys/audit-hash`.
+    pub fn hash(&self, value: &str) -> String {
+        self.inner.hasher.hash_str(value)
+    }
+
+    /// `value` with every string, number and boolean replaced by its hash; keys, structure
+    /// and `null`s kept.
+    pub fn hash_value(&self, value: &Value) -> Value {
+        self.inner.hasher.hash_value(value, 0)
+    }
+
+    /// A token, accessor or other secret string, hashed for an entry field.
+    pub fn hashed(&self, secret: &str) -> Hashed {
+        Hashed(Value::String(self.hash(secret)))
+    }
+
+    /// A request or response body, hashed leaf by leaf for an entry field.
+    pub fn hashed_value(&self, value: &Value) -> Hashed {
+        Hashed(self.hash_value(value))
+    }
+
+    /// Whether the log is writable right now: the last write succeeded, no write is blocked
+    /// beyond the timeout, and the writer runs. Health should go red while this is false.
+    pub fn healthy(&self) -> bool {
+        let s = &self.inner.shared;
+        s.writer_alive.load(Ordering::Acquire)
+            && !s.write_failed.load(Ordering::Acquire)
+            && s.blocked_for(self.inner.opts.write_timeout).is_none()
+    }
+
+    /// Why the log is unhealthy, while it is (`None` when [`healthy`](Self::healthy)). Safe
+    /// to show an operator: an OS error text or a duration.
+    pub fn last_error(&self) -> Option<String> {
+        let s = &self.inner.shared;
+        if let Some(d) = s.blocked_for(self.inner.opts.write_timeout) {
+            return Some(AuditError::Stuck { blocked_for: d }.to_string());
+        }
+        if !s.writer_alive.load(Ordering::Acquire) {
+            return Some(AuditError::WriterStopped.to_string());
+        }
+        if s.write_failed.load(Ordering::Acquire) {
+            return s
+                .status
+                .lock()
+                .ok()
+                .and_then(|st| st.last_error.clone())
+                .or_else(|| Some("audit log write failed".into()));
+        }
+        None
+    }
+
+    /// Counts a failed call for the next gap line.
+    fn record(&self, r: &Result<(), AuditError>) {
+        if let Err(e) = r {
+            let s = &self.inner.shared;
+            if matches!(e, AuditError::Timeout { .. }) {
+                s.caller_timed_out();
+            }
+            s.failed_calls.fetch_add(1, Ordering::AcqRel);
+            s.note_failure_start();
+        }
+    }
+
+    /// Queues a line unless the writer is known to be stuck, the queue is full or the writer
+    /// is gone: all three fail at once, which is what keeps a broken sink from piling up
+    /// waiting callers.
+    fn enqueue(&self, line: Vec<u8>, ack: Ack) -> Result<Arc<AtomicU8>, AuditError> {
+        let s = &self.inner.shared;
+        if let Some(blocked_for) = s.blocked_for(self.inner.opts.write_timeout) {
+            return Err(AuditError::Stuck { blocked_for });
+        }
+        if !s.writer_alive.load(Ordering::Acquire) {
+            return Err(AuditError::WriterStopped);
+        }
+        let claim = Arc::new(AtomicU8::new(PENDING));
+        let job = Job {
+            line,
+            claim: Arc::clone(&claim),
+            ack,
+        };
+        match self.inner.tx.try_send(job) {
+            Ok(()) => Ok(claim),
+            Err(TrySendError::Full(_)) => Err(AuditError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(AuditError::WriterStopped),
+        }
+    }
+
+    /// After a timeout: withdraw the line if the writer has not picked it up. Returns true
+    /// when withdrawn (it will never be written).
+    fn withdraw(claim: &AtomicU8) -> bool {
+        claim
+            .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn write_blocking(&self, line: Result<Vec<u8>, AuditError>) -> Result<(), AuditError> {
+        let start = Instant::now();
+        let timeout = self.inner.opts.write_timeout;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let claim = self.enqueue(line?, Ack::Sync(tx))?;
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+            Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+            Err(RecvTimeoutError::Timeout) => {
+                if Self::withdraw(&claim) {
+                    return Err(AuditError::Timeout { after: timeout });
+                }
+                // The writer had it; its answer may have arrived just now.
+                match rx.try_recv() {
+                    Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+                    Err(_) => Err(AuditError::Timeout { after: timeout }),
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(AuditError::WriterStopped),
+        }
+    }
+
+    fn write_async(
+        &self,
+        line: Result<Vec<u8>, AuditError>,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
+        let this = self.clone();
+        let start = Instant::now();
+        let timeout = self.inner.opts.write_timeout;
+        let queued = line.and_then(|line| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let claim = this.enqueue(line, Ack::Async(tx))?;
+            Ok((claim, rx))
+        });
+        async move {
+            let r = match queued {
+                Err(e) => Err(e),
+                Ok((claim, mut rx)) => {
+                    let left = timeout.saturating_sub(start.elapsed());
+                    match tokio::time::timeout(left, &mut rx).await {
+                        Ok(Ok(r)) => r.map_err(|reason| AuditError::Write { reason }),
+                        Ok(Err(_)) => Err(AuditError::WriterStopped),
+                        Err(_) if Self::withdraw(&claim) => {
+                            Err(AuditError::Timeout { after: timeout })
+                        }
+                        Err(_) => match rx.try_recv() {
+                            Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+                            Err(_) => Err(AuditError::Timeout { after: timeout }),
+                        },
+                    }
+                }
+            };
+            this.record(&r);
+            r
+        }
+    }
+}
+
+/// The gap line written before the first successful batch after failures.
+fn gap_line(shared: &Shared, failed_calls: u64) -> Vec<u8> {
+    let (since, error) = match shared.status.lock() {
+        Ok(s) => (
+            s.failing_since.and_then(|t| t.format(&Rfc3339).ok()),
+            s.last_error.clone(),
+        ),
+        Err(_) => (None, None),
+    };
+    let entry = serde_json::json!({
+        "type": "audit",
+        "time": now_rfc3339().unwrap_or_default(),
+        "event": "recovered",
+        "failing_since": since,
+        "failed_entries": failed_calls,
+        "error": error,
+    });
+    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Claims a queued line for writing and returns its size; a line whose caller already gave
+/// up (withdrew it) is dropped unwritten.
+fn take(j: Job, jobs: &mut Vec<Job>) -> usize {
+    if j.claim
+        .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        let n = j.line.len();
+        jobs.push(j);
+        n
+    } else {
+        0
+    }
+}
+
+fn writer_loop(rx: Receiver<Job>, mut sink: SinkState, shared: Arc<Shared>, fsync: bool) {
+    let _alive = AliveGuard(Arc::clone(&shared));
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH_JOBS);
+    loop {
+        let failing = shared.write_failed.load(Ordering::Acquire);
+        // While failing, wake up now and then to probe, so health can recover unprompted.
+        let first = if failing {
+            match rx.recv_timeout(PROBE_INTERVAL) {
+                Ok(j) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(j) => Some(j),
+                Err(_) => return,
+            }
+        };
+        jobs.clear();
+        let mut bytes = 0;
+        if let Some(j) = first {
+            bytes += take(j, &mut jobs);
+        }
+        while jobs.len() < MAX_BATCH_JOBS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(j) => bytes += take(j, &mut jobs),
+                Err(_) => break,
+            }
+        }
+        if jobs.is_empty() && !failing {
+            continue;
+        }
+
+        buf.clear();
+        if sink.dirty {
+            buf.push(b'\n');
+        }
+        let failed_calls = shared.failed_calls.load(Ordering::Acquire);
+        let gap = failing || failed_calls > 0;
+        if gap {
+            buf.extend_from_slice(&gap_line(&shared, failed_calls));
+        }
+        for j in &jobs {
+            buf.extend_from_slice(&j.line);
+        }
+
+        shared.busy_since.store(shared.mark(), Ordering::Release);
+        let result = sink.append(&buf, fsync);
+        shared.busy_since.store(0, Ordering::Release);
+
+        match result {
+            Ok(()) => {
+                if gap {
+                    let left = shared
+                        .failed_calls
+                        .fetch_sub(failed_calls, Ordering::AcqRel)
+                        .saturating_sub(failed_calls);
+                    if let Ok(mut s) = shared.status.lock() {
+                        s.last_error = None;
+                        // Failures counted while we wrote start the next gap now.
+                        s.failing_since = (left > 0).then(OffsetDateTime::now_utc);
+                    }
+                }
+                if shared.write_failed.swap(false, Ordering::AcqRel) {
+                    tracing::info!("audit log writable again");
+                }
+                for j in jobs.drain(..) {
+                    j.ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if let Ok(mut s) = shared.status.lock() {
+                    s.last_error = Some(format!("audit log write failed: {msg}"));
+                    if s.failing_since.is_none() {
+                        s.failing_since = Some(OffsetDateTime::now_utc());
+                    }
+                }
+                if !shared.write_failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %msg, "audit log write failed; requests fail until it is writable");
+                }
+                for j in jobs.drain(..) {
+                    j.ack.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use keep_store::MemStore;
+    use serde_json::json;
+    use std::process::Command;
+    use std::sync::Condvar;
+    use std::sync::atomic::AtomicUsize;
+
+    const TOKEN: &str = "hvs.CAESIplaintext-token-value";
+    const ACCESSOR: &str = "accessor-plaintext-4711";
+    const SECRET: &str = "sk-live-plaintext-secret-0123";
+
+    fn key() -> HmacKey {
+        HmacKey::from_bytes(&(0u8..32).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn entry(log: &AuditLog, id: &str, body: Option<&Value>) -> RequestEntry {
+        RequestEntry {
+            request: RequestInfo {
+                id: id.into(),
+                operation: "update".into(),
+                path: "secret/data/openclaw/llm".into(),
+                remote_address: Some("127.0.0.1".into()),
+                client_cert: Some(ClientCert {
+                    fingerprint_sha256: "ab".repeat(32),
+                    subject: "CN=openclaw-agent".into(),
+                    serial: "01f3".into(),
+                }),
+            },
+            client_token: Some(log.hashed(TOKEN)),
+            data: body.map(|b| log.hashed_value(b)),
+            auth: Some(AuthInfo {
+                role: Some("openclaw-agent".into()),
+                token_accessor: Some(log.hashed(ACCESSOR)),
+                policies: vec!["default".into(), "openclaw".into()],
+                admin: false,
+            }),
+            decision: Some(Decision::allow("policy openclaw grants update")),
+            error: None,
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+            .collect()
+    }
+
+    fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        f()
+    }
+
+    #[test]
+    fn audit_hmac_matches_known_vector_and_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            AuditLog::open(&dir.path().join("a.log"), key(), AuditOptions::default()).unwrap();
+        // Computed independently with Python's hmac module and `openssl dgst -mac HMAC`.
+        assert_eq!(
+            log.hash("hunter2"),
+            "hmac-sha256:8629d712da366318588317f3f98c728c71d4819f843d95db8803c019c561c1e7"
+        );
+        let key_hex: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        let input = "a secret with spaces & ünïcode";
+        match Command::new("openssl")
+            .args(["dgst", "-sha256", "-mac", "HMAC", "-macopt"])
+            .arg(format!("hexkey:{key_hex}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(mut child) => {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                let text = String::from_utf8(out.stdout).unwrap();
+                let hex = text.trim().rsplit(' ').next().unwrap();
+                assert_eq!(log.hash(input), format!("hmac-sha256:{hex}"));
+            }
+            Err(e) => println!("openssl not available ({e}); checked the fixed vector only"),
+        }
+    }
+
+    #[test]
+    fn audit_hash_value_hashes_leaves_keeps_keys_and_nulls() {
+        let log =
+            AuditLog::with_writer(Box::new(io::sink()), key(), AuditOptions::default()).unwrap();
+        let v = json!({"a": "x", "n": 42, "b": true, "z": null, "l": ["x", 1.5], "o": {"k": "x"}});
+        let h = log.hash_value(&v);
+        assert_eq!(
+            h,
+            json!({
+                "a": log.hash("x"), "n": log.hash("42"), "b": log.hash("true"), "z": null,
+                "l": [log.hash("x"), log.hash("1.5")], "o": {"k": log.hash("x")}
+            })
+        );
+        // A hand-built value deeper than any parsed body is cut, not walked into a stack
+        // overflow, and nothing of it survives.
+        let mut deep = json!(SECRET);
+        for _ in 0..(MAX_DEPTH + 10) {
+            deep = json!([deep]);
+        }
+        let text = serde_json::to_string(&log.hash_value(&deep)).unwrap();
+        assert!(!text.contains(SECRET));
+        assert!(text.contains("nested too deep"));
+    }
+
+    #[test]
+    fn audit_secret_in_body_is_never_written_in_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        let body = json!({"data": {"api_key": SECRET, "pin": 1234, "list": [SECRET]}});
+        log.log_request(&entry(&log, "req-1", Some(&body))).unwrap();
+        log.log_response(&ResponseEntry {
+            request: entry(&log, "req-1", None).request,
+            client_token: Some(log.hashed(TOKEN)),
+            status: 200,
+            data: Some(log.hashed_value(&json!({"data": {"api_key": SECRET}}))),
+            ..ResponseEntry::default()
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for plain in [SECRET, TOKEN, ACCESSOR, "1234"] {
+            assert!(!text.contains(plain), "{plain} leaked: {text}");
+        }
+        assert!(text.contains(&log.hash(SECRET)));
+        assert!(text.contains(&log.hash(TOKEN)));
+        assert!(text.contains(&log.hash(ACCESSOR)));
+        let l = lines(&path);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0]["request"]["data"]["data"]["api_key"], log.hash(SECRET));
+        assert_eq!(l[0]["request"]["data"]["data"]["pin"], log.hash("1234"));
+        assert_eq!(
+            l[1]["response"]["data"]["data"]["api_key"],
+            log.hash(SECRET)
+        );
+    }
+
+    #[test]
+    fn audit_line_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        let mut e = entry(&log, "req-7", Some(&json!({"k": "v"})));
+        // A newline in a path must not split the line.
+        e.request.path = "secret/data/evil\n{\"type\":\"forged\"}".into();
+        log.log_request(&e).unwrap();
+        log.log_response(&ResponseEntry {
+            request: e.request.clone(),
+            client_token: e.client_token.clone(),
+            auth: e.auth.clone(),
+            decision: Some(Decision::deny("no policy grants update on this path")),
+            status: 403,
+            data: None,
+            error: Some("permission denied".into()),
+        })
+        .unwrap();
+        let l = lines(&path);
+        assert_eq!(l.len(), 2);
+        let (req, resp) = (&l[0], &l[1]);
+        println!("example request line: {req}");
+        assert_eq!(req["type"], "request");
+        OffsetDateTime::parse(req["time"].as_str().unwrap(), &Rfc3339).unwrap();
+        assert_eq!(req["request"]["id"], "req-7");
+        assert_eq!(req["request"]["operation"], "update");
+        assert_eq!(req["request"]["remote_address"], "127.0.0.1");
+        assert_eq!(
+            req["request"]["client_cert"]["subject"],
+            "CN=openclaw-agent"
+        );
+        assert_eq!(req["request"]["client_cert"]["serial"], "01f3");
+        assert_eq!(req["request"]["client_token"], log.hash(TOKEN));
+        assert_eq!(req["auth"]["role"], "openclaw-agent");
+        assert_eq!(req["auth"]["token_accessor"], log.hash(ACCESSOR));
+        assert_eq!(req["auth"]["policies"], json!(["default", "openclaw"]));
+        assert_eq!(req["auth"]["admin"], false);
+        assert_eq!(req["decision"]["allowed"], true);
+        assert!(req.get("response").is_none());
+        assert_eq!(resp["type"], "response");
+        assert_eq!(resp["request"]["id"], "req-7");
+        assert!(resp["request"].get("data").is_none());
+        assert_eq!(resp["response"]["status"], 403);
+        assert_eq!(resp["decision"]["allowed"], false);
+        assert_eq!(resp["error"], "permission denied");
+    }
+
+    #[test]
+    fn audit_sensitive_types_never_show_plaintext() {
+        let key_bytes = [0x5au8; KEY_LEN];
+        let k = HmacKey::from_bytes(&key_bytes).unwrap();
+        let dbg = format!("{k:?} {k:#?}");
+        assert!(
+            !dbg.contains("90") && !dbg.contains("5a") && !dbg.contains("5A"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("redacted"));
+        assert!(matches!(
+            HmacKey::from_bytes(&[1; 31]),
+            Err(AuditError::KeyLength { len: 31 })
+        ));
+
+        let log = AuditLog::with_writer(Box::new(io::sink()), k, AuditOptions::default()).unwrap();
+        let e = entry(&log, "r", Some(&json!({"password": SECRET})));
+        let shown = format!(
+            "{e:?} {:?} {}",
+            e.data,
+            serde_json::to_string(e.data.as_ref().unwrap()).unwrap()
+        );
+        for plain in [SECRET, TOKEN, ACCESSOR] {
+            assert!(!shown.contains(plain), "{plain} in {shown}");
+        }
+        assert!(shown.contains(&log.hash(SECRET)));
+        assert!(!format!("{log:?}").contains("5a"));
+    }
+
+    #[test]
+    fn audit_file_is_created_0600_and_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "{\"existing\":true}\n").unwrap();
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        log.log_request(&entry(&log, "r", None)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(lines(&path).len(), 2);
+
+        let fresh = dir.path().join("new.log");
+        let _log = AuditLog::open(&fresh, key(), AuditOptions::default()).unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            AuditLog::open(
+                &dir.path().join("no/such/dir/a.log"),
+                key(),
+                AuditOptions::default()
+            ),
+            Err(AuditError::Open { .. })
+        ));
+    }
+
+    /// A small tmpfs, unmounted on drop (also when the test panics).
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Result<Tmpfs, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0700"))
+                .arg("tmpfs")
+                .arg(dir.path())
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            }
+            Ok(Tmpfs { dir })
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            // Lazy, so an fd still held by a writer thread cannot keep it mounted.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn fill(dir: &Path) -> PathBuf {
+        let filler = dir.join("filler");
+        let mut f = File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1024];
+        loop {
+            if let Err(e) = f.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
+                break;
+            }
+        }
+        filler
+    }
+
+    #[test]
+    fn audit_disk_full_fails_fast_then_recovers_when_space_is_freed() {
+        let tmpfs = match Tmpfs::mount("64k") {
+            Ok(t) => t,
+            Err(why) => {
+                println!(
+                    "cannot mount a tmpfs ({why}); testing ENOSPC with /dev/full instead (recovery is covered by audit_write_error_then_recovers_by_probing)"
+                );
+                let log =
+                    AuditLog::open(Path::new("/dev/full"), key(), AuditOptions::default()).unwrap();
+                let start = Instant::now();
+                let err = log.log_request(&entry(&log, "r", None)).unwrap_err();
+                assert!(start.elapsed() < Duration::from_millis(1500));
+                assert!(matches!(err, AuditError::Write { .. }), "{err}");
+                assert!(!log.healthy());
+                return;
+            }
+        };
+        let dir = tmpfs.dir.path();
+        let path = dir.join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        log.log_request(&entry(&log, "before", None)).unwrap();
+        assert!(log.healthy());
+        let filler = fill(dir);
+
+        // Bigger than what is left of the log file's last page: the write goes partly
+        // through, then hits ENOSPC, and the fragment must be cut off again.
+        let big: Value = (0..100).map(|i| (format!("k{i}"), json!(SECRET))).collect();
+        let start = Instant::now();
+        let err = log
+            .log_request(&entry(&log, "full", Some(&big)))
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(took <= Duration::from_millis(1500), "took {took:?}");
+        assert!(
+            matches!(&err, AuditError::Write { reason } if reason.contains("No space left")),
+            "{err}"
+        );
+        assert!(!log.healthy());
+        assert!(log.last_error().unwrap().contains("No space left"));
+        // Still full: the next call tries again and fails again.
+        assert!(log.log_request(&entry(&log, "full2", Some(&big))).is_err());
+
+        std::fs::remove_file(&filler).unwrap();
+        log.log_request(&entry(&log, "after", None)).unwrap();
+        assert!(log.healthy());
+        assert_eq!(log.last_error(), None);
+
+        let l = lines(&path); // every line is complete JSON: the fragment was cut off
+        let ids: Vec<&str> = l
+            .iter()
+            .filter(|v| v["type"] == "request")
+            .map(|v| v["request"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["before", "after"]);
+        let gap = l.iter().find(|v| v["type"] == "audit").expect("gap line");
+        assert!(gap["failed_entries"].as_u64().unwrap() >= 2, "{gap}");
+        assert!(gap["error"].as_str().unwrap().contains("No space left"));
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(SECRET));
+        drop(log);
+        drop(tmpfs);
+    }
+
+    /// Fails with ENOSPC while `fail` is set.
+    struct FlakyWriter {
+        fail: Arc<AtomicBool>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for FlakyWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn audit_write_error_then_recovers_by_probing() {
+        let fail = Arc::new(AtomicBool::new(true));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let w = FlakyWriter {
+            fail: Arc::clone(&fail),
+            out: Arc::clone(&out),
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
+        assert!(log.log_request(&entry(&log, "r", None)).is_err());
+        assert!(!log.healthy());
+        fail.store(false, Ordering::SeqCst);
+        // No request needed: the writer probes by itself, so health can turn green even
+        // when red health has taken the node out of the load balancer.
+        assert!(wait_until(Duration::from_secs(3), || log.healthy()));
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let gap: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(gap["type"], "audit");
+        assert_eq!(gap["failed_entries"], 1);
+    }
+
+    /// Writes half of the first buffer, then fails (a sink that cannot be cut back).
+    struct HalfWriter {
+        calls: usize,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for HalfWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            match self.calls {
+                1 => {
+                    self.out
+                        .lock()
+                        .unwrap()
+                        .extend_from_slice(&buf[..buf.len() / 2]);
+                    Ok(buf.len() / 2)
+                }
+                2 => Err(io::Error::from_raw_os_error(5)),
+                _ => {
+                    self.out.lock().unwrap().extend_from_slice(buf);
+                    Ok(buf.len())
+                }
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn audit_fragment_of_failed_write_stays_on_its_own_line() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let w = HalfWriter {
+            calls: 0,
+            out: Arc::clone(&out),
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
+        let err = log.log_request(&entry(&log, "torn", None)).unwrap_err();
+        assert!(matches!(&err, AuditError::Write { reason } if reason.contains("os error 5")));
+        log.log_request(&entry(&log, "next", None)).unwrap();
+        log.log_request(&entry(&log, "third", None)).unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let l: Vec<&str> = text.lines().collect();
+        // fragment, gap line, "next", "third": no glued or empty lines.
+        assert_eq!(l.len(), 4, "{text}");
+        assert!(serde_json::from_str::<Value>(l[0]).is_err());
+        let parsed: Vec<Value> = l[1..]
+            .iter()
+            .map(|x| serde_json::from_str(x).unwrap())
+            .collect();
+        assert_eq!(parsed[0]["type"], "audit");
+        assert_eq!(parsed[1]["request"]["id"], "next");
+        assert_eq!(parsed[2]["request"]["id"], "third");
+    }
+
+    /// Blocks every write until the gate opens, like a hung NFS/FUSE mount.
+    struct StuckWriter {
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        writes: Arc<AtomicUsize>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for StuckWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let (lock, cv) = &*self.gate;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+    fn stuck_log() -> (AuditLog, Gate, Arc<AtomicUsize>, Arc<Mutex<Vec<u8>>>) {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let w = StuckWriter {
+            gate: Arc::clone(&gate),
+            writes: Arc::clone(&writes),
+            out: Arc::clone(&out),
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
+        (log, gate, writes, out)
+    }
+
+    fn open_gate(gate: &Gate) {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
+
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn audit_stuck_writer_times_out_then_fails_fast_and_recovers() {
+        let (log, gate, writes, out) = stuck_log();
+
+        let start = Instant::now();
+        let err = log.log_request(&entry(&log, "stuck", None)).unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(err, AuditError::Timeout { .. }), "{err}");
+        assert!(
+            took >= Duration::from_millis(900) && took <= Duration::from_millis(1500),
+            "took {took:?}"
+        );
+        assert!(!log.healthy());
+        assert!(log.last_error().unwrap().contains("blocked"));
+
+        // Later calls fail at once, queue nothing and start no threads.
+        let before = threads();
+        let start = Instant::now();
+        for i in 0..100 {
+            let err = log
+                .log_request(&entry(&log, &format!("fast-{i}"), None))
+                .unwrap_err();
+            assert!(matches!(err, AuditError::Stuck { .. }), "{err}");
+        }
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "100 refusals took {took:?}"
+        );
+        assert!(
+            threads() <= before + 8,
+            "threads grew from {before} to {}",
+            threads()
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 1);
+
+        // The mount comes back: no restart needed.
+        open_gate(&gate);
+        assert!(wait_until(Duration::from_secs(2), || log.healthy()));
+        log.log_request(&entry(&log, "after", None)).unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let l: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // The line that was in flight landed; none of the refused ones did; the gap line
+        // counts every failed call.
+        let ids: Vec<&str> = l
+            .iter()
+            .filter(|v| v["type"] == "request")
+            .map(|v| v["request"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["stuck", "after"]);
+        let gap = l.iter().find(|v| v["type"] == "audit").unwrap();
+        assert_eq!(gap["failed_entries"], 101);
+    }
+
+    #[test]
+    fn audit_timed_out_line_is_withdrawn_not_written_later() {
+        let (log, gate, _writes, out) = stuck_log();
+        let l2 = log.clone();
+        // First call blocks the writer; the second waits in the queue and times out.
+        let first = std::thread::spawn(move || l2.log_request(&entry(&l2, "first", None)));
+        assert!(wait_until(Duration::from_secs(1), || {
+            log.inner.shared.busy_since.load(Ordering::SeqCst) != 0
+        }));
+        let err = log.log_request(&entry(&log, "queued", None)).unwrap_err();
+        assert!(matches!(err, AuditError::Timeout { .. }), "{err}");
+        assert!(first.join().unwrap().is_err());
+        open_gate(&gate);
+        assert!(wait_until(Duration::from_secs(2), || log.healthy()));
+        log.log_request(&entry(&log, "after", None)).unwrap();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("\"first\""));
+        assert!(!text.contains("\"queued\""), "{text}");
+        assert!(text.contains("\"after\""));
+    }
+
+    #[test]
+    fn audit_full_queue_fails_fast() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let w = StuckWriter {
+            gate: Arc::clone(&gate),
+            writes: Arc::new(AtomicUsize::new(0)),
+            out: Arc::new(Mutex::new(Vec::new())),
+        };
+        let opts = AuditOptions {
+            queue_capacity: 1,
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), opts).unwrap();
+        let (a, b) = (log.clone(), log.clone());
+        let t1 = std::thread::spawn(move || a.log_request(&entry(&a, "1", None)));
+        assert!(wait_until(Duration::from_secs(1), || {
+            log.inner.shared.busy_since.load(Ordering::SeqCst) != 0
+        }));
+        let t2 = std::thread::spawn(move || b.log_request(&entry(&b, "2", None)));
+        std::thread::sleep(Duration::from_millis(100)); // "2" now fills the queue
+        let start = Instant::now();
+        let err = log.log_request(&entry(&log, "3", None)).unwrap_err();
+        assert!(matches!(err, AuditError::QueueFull), "{err}");
+        assert!(start.elapsed() < Duration::from_millis(100));
+        open_gate(&gate);
+        let _ = (t1.join(), t2.join());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn audit_async_variant_waits_without_blocking_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        log.log_request_async(&entry(&log, "a", None))
+            .await
+            .unwrap();
+        log.log_response_async(&ResponseEntry {
+            request: entry(&log, "a", None).request,
+            status: 204,
+            ..ResponseEntry::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(lines(&path).len(), 2);
+
+        // A stuck sink: the one runtime thread keeps serving other tasks meanwhile.
+        let (stuck, gate, _, _) = stuck_log();
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let t = Arc::clone(&ticks);
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                t.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let start = Instant::now();
+        let err = stuck
+            .log_request_async(&entry(&stuck, "s", None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Timeout { .. }), "{err}");
+        assert!(start.elapsed() <= Duration::from_millis(1500));
+        assert!(ticks.load(Ordering::SeqCst) >= 20, "runtime was blocked");
+        let err = stuck
+            .log_request_async(&entry(&stuck, "s2", None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Stuck { .. }), "{err}");
+        ticker.abort();
+        open_gate(&gate);
+    }
+
+    #[test]
+    fn audit_concurrent_entries_are_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let body = json!({"thread": t, "i": i, "pad": "x".repeat(300)});
+                        log.log_request(&entry(&log, &format!("{t}-{i}"), Some(&body)))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let l = lines(&path);
+        assert_eq!(l.len(), 1600);
+        let ids: std::collections::HashSet<&str> = l
+            .iter()
+            .map(|v| v["request"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 1600);
+    }
+
+    /// Pretends the key is absent on the first read, as when another node creates it
+    /// between our read and our write.
+    struct RacingStore {
+        inner: MemStore,
+        lied: AtomicBool,
+    }
+
+    impl Store for RacingStore {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            if !self.lied.swap(true, Ordering::SeqCst) {
+                return Ok(None);
+            }
+            self.inner.get(key)
+        }
+        fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix)
+        }
+        fn transaction(&self, ops: &[TxOp]) -> Result<(), StoreError> {
+            self.inner.transaction(ops)
+        }
+    }
+
+    fn hash_with(k: HmacKey) -> String {
+        AuditLog::with_writer(Box::new(io::sink()), k, AuditOptions::default())
+            .unwrap()
+            .hash("probe")
+    }
+
+    #[test]
+    fn audit_key_is_created_once_and_reused() {
+        let store = MemStore::new();
+        let k1 = load_or_create_key(&store).unwrap();
+        let stored = store.get(AUDIT_KEY_PATH).unwrap().unwrap();
+        assert_eq!(stored.len(), KEY_LEN);
+        let k2 = load_or_create_key(&store).unwrap();
+        assert_eq!(hash_with(k1), hash_with(k2));
+        assert_eq!(
+            hash_with(HmacKey::from_bytes(&stored).unwrap()),
+            hash_with(load_or_create_key(&store).unwrap())
+        );
+    }
+
+    #[test]
+    fn audit_key_creation_race_uses_the_winner() {
+        let winner = [7u8; KEY_LEN];
+        let inner = MemStore::new();
+        inner.put(AUDIT_KEY_PATH, &winner).unwrap();
+        let store = RacingStore {
+            inner,
+            lied: AtomicBool::new(false),
+        };
+        let k = load_or_create_key(&store).unwrap();
+        assert_eq!(
+            hash_with(k),
+            hash_with(HmacKey::from_bytes(&winner).unwrap())
+        );
+        assert_eq!(store.inner.get(AUDIT_KEY_PATH).unwrap().unwrap(), winner);
+    }
+
+    #[test]
+    fn audit_key_of_wrong_length_is_refused_not_replaced() {
+        let store = MemStore::new();
+        store.put(AUDIT_KEY_PATH, &[1, 2, 3]).unwrap();
+        assert!(matches!(
+            load_or_create_key(&store),
+            Err(AuditError::KeyLength { len: 3 })
+        ));
+        assert_eq!(store.get(AUDIT_KEY_PATH).unwrap().unwrap(), vec![1, 2, 3]);
+    }
+}
