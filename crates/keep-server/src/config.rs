@@ -66,7 +66,7 @@ struct RawConfig {
     seal: Option<RawSeal>,
     #[serde(default)]
     admins: Vec<RawAdmin>,
-    audit: Option<serde_json::Value>,
+    audit: Option<RawAudit>,
     pki: Option<serde_json::Value>,
 }
 
@@ -111,6 +111,12 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawSqlite {
     path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +196,8 @@ pub struct ServerConfig {
     pub seal: SealSource,
     /// Operator identities.
     pub admins: Vec<AdminIdentity>,
+    /// The audit log file (JSON lines, secrets HMAC'd); `None` = no audit log.
+    pub audit_file: Option<PathBuf>,
 }
 
 fn parse_duration(v: &Spanned<String>, field: &str, path: &Path) -> Result<Duration, ConfigError> {
@@ -254,13 +262,6 @@ impl ServerConfig {
             field: field.into(),
             problem,
         };
-        if raw.audit.is_some() {
-            return Err(field_err(
-                0,
-                "audit",
-                "the audit log is not available in this version yet; remove the section".into(),
-            ));
-        }
         if raw.pki.is_some() {
             return Err(field_err(
                 0,
@@ -417,6 +418,7 @@ impl ServerConfig {
             sqlite_path,
             seal,
             admins,
+            audit_file: raw.audit.map(|a| resolve(&a.file)),
         })
     }
 }

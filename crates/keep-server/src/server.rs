@@ -49,6 +49,11 @@ pub enum ServerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The audit log cannot be opened (fail closed: the server does not start without it).
+    #[error(
+        "cannot open the audit log: {0}; fix: check `audit.file` and that its directory is writable"
+    )]
+    Audit(String),
     /// Storage already initialized (for `init`).
     #[error(
         "{path} is already initialized; nothing was changed (to start over, move the database and the unseal material away)"
@@ -196,6 +201,10 @@ pub fn prepare(
         )
     };
     state.metrics = metrics_handle();
+    state.audit_file = config.audit_file.clone();
+    state
+        .open_audit()
+        .map_err(|e| ServerError::Audit(e.to_string()))?;
     Ok(Prepared {
         state: Arc::new(state),
         tls,
@@ -249,7 +258,17 @@ async fn wait_for_init(config: ServerConfig, state: Arc<AppState>, store: Arc<dy
         {
             Ok(Ok(barrier)) => {
                 state.install_store(barrier);
-                tracing::info!("storage initialized by `keep server init`; unsealed");
+                let st = state.clone();
+                match tokio::task::spawn_blocking(move || st.open_audit()).await {
+                    Ok(Ok(())) => {
+                        tracing::info!("storage initialized by `keep server init`; unsealed")
+                    }
+                    other => {
+                        // Fail closed: without the audit log nothing may be served.
+                        state.seal();
+                        tracing::error!(result = ?other.map(|r| r.map_err(|e| e.to_string())), "unsealed, but the audit log cannot be opened; sealed again");
+                    }
+                }
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "storage was initialized but unsealing failed; restart the server")

@@ -36,6 +36,10 @@ pub struct AppState {
     pub roles: crate::auth::RoleCache,
     /// ACL policies, parsed once.
     pub policies: crate::policy::PolicyCache,
+    /// Where the audit log goes, if configured (opened once the store is unsealed, because its
+    /// HMAC key lives in the encrypted store).
+    pub audit_file: Option<std::path::PathBuf>,
+    audit: RwLock<Option<crate::audit::AuditLog>>,
 }
 
 impl AppState {
@@ -55,6 +59,8 @@ impl AppState {
             storage_type,
             roles: Default::default(),
             policies: Default::default(),
+            audit_file: None,
+            audit: RwLock::new(None),
         }
     }
 
@@ -74,6 +80,8 @@ impl AppState {
             storage_type,
             roles: Default::default(),
             policies: Default::default(),
+            audit_file: None,
+            audit: RwLock::new(None),
         }
     }
 
@@ -99,6 +107,31 @@ impl AppState {
             *g = Some(store);
         }
         self.initialized.store(true, Ordering::Release);
+    }
+
+    /// The audit log, once open.
+    pub fn audit(&self) -> Option<crate::audit::AuditLog> {
+        self.audit.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Installs an already-open audit log (tests, and sinks other than a file).
+    pub fn set_audit(&self, log: crate::audit::AuditLog) {
+        if let Ok(mut g) = self.audit.write() {
+            *g = Some(log);
+        }
+    }
+
+    /// Opens the audit log (after unseal: the HMAC key is in the store). Blocking.
+    pub fn open_audit(&self) -> Result<(), crate::audit::AuditError> {
+        let (Some(path), Some(store)) = (self.audit_file.as_ref(), self.store()) else {
+            return Ok(());
+        };
+        let key = crate::audit::load_or_create_key(&*store)?;
+        let log = crate::audit::AuditLog::open(path, key, crate::audit::AuditOptions::default())?;
+        if let Ok(mut g) = self.audit.write() {
+            *g = Some(log);
+        }
+        Ok(())
     }
 
     /// Drops the key material from memory (`PUT /v1/sys/seal`).

@@ -592,3 +592,133 @@ async fn policies_api_round_trips_and_rejects_bad_hcl() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// Every login failure is audited with the check that failed, and the audit log never holds a
+/// token or secret value in plaintext.
+#[tokio::test]
+async fn login_failures_are_audited_with_their_reason_and_secrets_are_hmaced() {
+    let w = world().await;
+    let dir = keep_test_support::tempdir();
+    let path = dir.path().join("audit.log");
+    let key = keep_server::audit::HmacKey::generate().unwrap();
+    let log = keep_server::audit::AuditLog::open(&path, key, Default::default()).unwrap();
+    w.api.state.set_audit(log.clone());
+    w.api
+        .call(
+            &w.admin,
+            None,
+            "POST",
+            "/v1/auth/cert/certs/lan",
+            Some(json!({
+                "allowed_common_names": "agent-a", "token_bound_cidrs": "10.0.0.0/8"
+            })),
+        )
+        .await;
+    w.api
+        .call(
+            &w.admin,
+            None,
+            "POST",
+            "/v1/auth/cert/certs/foreign",
+            Some(json!({
+                "certificate": w.pki.foreign_ca.cert_pem, "allowed_common_names": "agent-*"
+            })),
+        )
+        .await;
+    let ops = identity(&w.pki.issue(&LeafSpec::client("ops-7")).chain_der);
+    let cases: Vec<(&Arc<PeerIdentity>, Value, &str)> = vec![
+        (&ops, json!({"name": "agents"}), "allowed_common_names"),
+        (&ops, json!({}), "no cert auth role matches"),
+        (
+            &w.agent_a,
+            json!({"name": "nope"}),
+            "no cert auth role named",
+        ),
+        (&w.agent_a, json!({"name": "foreign"}), "does not chain"),
+        (&w.agent_a, json!({"name": "lan"}), "token_bound_cidrs"),
+    ];
+    for (who, body, words) in &cases {
+        let (s, v) = login(&w, who, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            v["errors"][0].as_str().unwrap().contains(words),
+            "response for {body}: {v}"
+        );
+    }
+    // A successful login and a secret read, to check what the log must not contain.
+    let (_, v) = login(&w, &w.agent_a, Some(json!({"name": "agents"}))).await;
+    let token = v["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .api
+        .call(
+            &w.agent_a,
+            Some(&token),
+            "GET",
+            "/v1/secret/data/agents/agent-a/x",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (_, body, words) in &cases {
+        let found = lines.iter().any(|l| {
+            l["type"] == "response"
+                && l["request"]["path"] == "auth/cert/login"
+                && l["decision"]["allowed"] == false
+                && l["decision"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(words))
+        });
+        assert!(found, "no audited refusal naming {words:?} for {body}");
+    }
+    assert!(
+        !text.contains(&token),
+        "token in plaintext in the audit log"
+    );
+    assert!(
+        !text.contains("sk-agent-a"),
+        "secret value in plaintext in the audit log"
+    );
+    assert!(
+        text.contains(&log.hash(&token)),
+        "the token's HMAC is findable"
+    );
+    let (s, v) = w
+        .api
+        .call(
+            &w.admin,
+            None,
+            "POST",
+            "/v1/sys/audit-hash/file",
+            Some(json!({"input": "sk-agent-a"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let h = v["data"]["hash"].as_str().unwrap();
+    assert!(
+        h.starts_with("hmac-sha256:") && text.contains(h),
+        "audit-hash finds the value's HMAC in the log"
+    );
+    // Request and response lines share the request id the client got.
+    let (_, v) = w
+        .api
+        .call(
+            &w.admin,
+            None,
+            "GET",
+            "/v1/secret/data/agents/agent-a/x",
+            None,
+        )
+        .await;
+    let rid = v["request_id"].as_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.matches(&rid).count(),
+        2,
+        "request and response lines carry {rid}"
+    );
+}

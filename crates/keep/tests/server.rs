@@ -33,6 +33,11 @@ impl Lab {
 
     /// A lab whose config adds `limits` (YAML lines under `listener.limits`).
     fn with_limits(limits: &str) -> Lab {
+        Self::with_config(limits, "")
+    }
+
+    /// A lab with `limits` under `listener.limits` and `extra` top-level YAML.
+    fn with_config(limits: &str, extra: &str) -> Lab {
         let tmp = keep_test_support::tempdir();
         let dir = tmp.path().to_path_buf();
         let pki = TestPki::new();
@@ -42,7 +47,7 @@ impl Lab {
         std::fs::write(
             &config,
             format!(
-                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\n    min_version: \"1.2\"\n{limits}storage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n",
+                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\n    min_version: \"1.2\"\n{limits}storage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n{extra}",
                 files.server_cert.display(),
                 files.server_key.display(),
                 files.ca_bundle.display(),
@@ -586,4 +591,219 @@ fn slow_request_headers_are_cut_off() {
     assert_eq!(code, 413, "{body}");
     let (code, _) = lab.curl("GET", "/v1/secret/data/big", None);
     assert_eq!(code, 404, "nothing stored");
+}
+
+/// hvac's cert auth, token and policy calls, as the admin sets up and an agent logs in.
+#[test]
+fn hvac_cert_auth_tokens_and_policies() {
+    let Some(py) = hvac_python() else { return };
+    let lab = Lab::new();
+    lab.init();
+    let server = lab.start();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keep-server/tests/clients/hvac_auth.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(lab.url())
+        .arg(&lab.files.root_cert)
+        .arg(&lab.files.admin_cert)
+        .arg(&lab.files.admin_key)
+        .arg(&lab.files.client_cert)
+        .arg(&lab.files.client_key)
+        .arg(&lab.files.intermediate_cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hvac auth script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+fn agent_client(lab: &Lab) -> vaultrs::client::VaultClient {
+    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    let mut pem = std::fs::read(&lab.files.client_cert).unwrap();
+    pem.extend(std::fs::read(&lab.files.client_key).unwrap());
+    let settings = VaultClientSettingsBuilder::default()
+        .address(lab.url())
+        .ca_certs(vec![lab.files.root_cert.display().to_string()])
+        .identity(Some(reqwest::Identity::from_pem(&pem).unwrap()))
+        .build()
+        .unwrap();
+    VaultClient::new(settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultrs_cert_login_then_kv2_read() {
+    use std::collections::HashMap;
+    let lab = Lab::new();
+    lab.init();
+    let _server = lab.start();
+    let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
+    assert_eq!(
+        lab.curl("PUT", "/v1/sys/policies/acl/agents", Some(policy))
+            .0,
+        204
+    );
+    let role = serde_json::json!({
+        "certificate": std::fs::read_to_string(&lab.files.intermediate_cert).unwrap(),
+        "allowed_common_names": "agent-*",
+        "token_policies": "agents",
+    })
+    .to_string();
+    assert_eq!(
+        lab.curl("POST", "/v1/auth/cert/certs/agents", Some(&role))
+            .0,
+        204
+    );
+    assert_eq!(
+        lab.curl(
+            "POST",
+            "/v1/secret/data/agents/agent-01/llm",
+            Some(r#"{"data":{"api_key":"sk-rs"}}"#)
+        )
+        .0,
+        200
+    );
+    let mut client = agent_client(&lab);
+    let auth = vaultrs::auth::cert::login(&client, "cert", "agents")
+        .await
+        .unwrap();
+    assert_eq!(auth.policies, vec!["agents", "default"]);
+    vaultrs::client::Client::set_token(&mut client, &auth.client_token);
+    let got: HashMap<String, String> = vaultrs::kv2::read(&client, "secret", "agents/agent-01/llm")
+        .await
+        .unwrap();
+    assert_eq!(got["api_key"], "sk-rs");
+    assert!(
+        vaultrs::kv2::read::<HashMap<String, String>>(&client, "secret", "agents/agent-02/llm")
+            .await
+            .is_err()
+    );
+}
+
+/// Mounts a small tmpfs for the audit log; unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot mount a tmpfs at {} (the test runs as root in CI)",
+            dir.display()
+        );
+        SmallFs(dir.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full audit filesystem makes requests fail fast with 5xx and health report it; freeing
+/// space restores service without a restart. The log never holds a secret or token in clear.
+#[test]
+fn full_audit_disk_fails_closed_fast_and_recovers() {
+    let tmp = keep_test_support::tempdir();
+    let fs = SmallFs::mount(&tmp.path().join("auditfs"));
+    let lab = Lab::with_config(
+        "",
+        &format!("audit:\n  file: {}\n", fs.0.join("audit.log").display()),
+    );
+    lab.init();
+    let server = lab.start();
+    let canary = "sk-audit-canary-42f1";
+    let (code, body) = lab.curl(
+        "POST",
+        "/v1/secret/data/app",
+        Some(&format!(r#"{{"data":{{"k":"{canary}"}}}}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = lab.curl("GET", "/v1/secret/data/app", None);
+    assert_eq!(code, 200);
+    assert!(body.contains(canary));
+    let log = std::fs::read_to_string(fs.0.join("audit.log")).unwrap();
+    assert!(
+        !log.contains(canary),
+        "secret in plaintext in the audit log"
+    );
+    let (_, h) = lab.curl(
+        "POST",
+        "/v1/sys/audit-hash/file",
+        Some(&format!(r#"{{"input":"{canary}"}}"#)),
+    );
+    let hash: serde_json::Value = serde_json::from_str(&h).unwrap();
+    assert!(
+        log.contains(hash["data"]["hash"].as_str().unwrap()),
+        "the value's HMAC is findable"
+    );
+
+    // Fill the filesystem.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=64"])
+        .arg(format!("of={}", fs.0.join("filler").display()))
+        .stderr(Stdio::null())
+        .status();
+    // tmpfs allocates whole pages, so the log's last page may still take a line or two.
+    let mut failed = None;
+    let mut last_ok_version = 1;
+    for i in 0..20 {
+        let started = Instant::now();
+        let (code, body) = lab.curl(
+            "POST",
+            "/v1/secret/data/app",
+            Some(&format!(r#"{{"data":{{"k":"v{i}"}}}}"#)),
+        );
+        if code >= 500 {
+            failed = Some((started.elapsed(), body));
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        last_ok_version += 1;
+    }
+    let (took, body) = failed.expect("every request succeeded with a full audit disk");
+    assert!(
+        took < Duration::from_secs(3),
+        "failing took {took:?}: {body}"
+    );
+    assert!(body.contains("audit log"), "{body}");
+    let (code, body) = lab.curl("GET", "/v1/sys/health", None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"audit_healthy\":false"), "{body}");
+    // Free the space: service comes back without a restart.
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = lab.curl("GET", "/v1/sys/health", None);
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health did not recover: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, body) = lab.curl("GET", "/v1/secret/data/app", None);
+    assert_eq!(code, 200, "{body}");
+    // The refused write was acted on only if its *response* line was the one that failed (the
+    // request line is written before acting; Vault behaves the same): never more than that.
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let version = v["data"]["metadata"]["version"].as_i64().unwrap();
+    assert!(
+        version == last_ok_version || version == last_ok_version + 1,
+        "version {version} after {last_ok_version} acknowledged writes: {body}"
+    );
+    drop(server);
 }

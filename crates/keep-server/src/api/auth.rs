@@ -205,9 +205,17 @@ pub async fn login(
                 ApiError::bad_request(e.to_string())
             })
         })
-        .await?
+        .await
+        .inspect_err(|e| {
+            let reason = e.errors.first().cloned().unwrap_or_default();
+            crate::api::audit_layer::note(|c| c.decision = Some((false, format!("cert login refused: {reason}"))));
+        })?
     };
     tracing::info!(target: "keep::auth", role = %role.name, why, cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, "cert login");
+    crate::api::audit_layer::note(|c| {
+        c.role = Some(role.name.clone());
+        c.decision = Some((true, format!("cert login: role {:?}, {why}", role.name)));
+    });
     let r = &role.role;
     let mut metadata = BTreeMap::new();
     metadata.insert("cert_name".to_owned(), role.name.clone());

@@ -5,8 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// A random request id in UUID v4 form.
+/// The current request's id (shared with its audit lines), or a fresh random one.
 pub fn request_id() -> String {
+    crate::api::audit_layer::current_request_id().unwrap_or_else(new_request_id)
+}
+
+/// A random request id in UUID v4 form.
+pub fn new_request_id() -> String {
     let mut b = [0u8; 16];
     // Request ids are for correlation only; if the OS RNG fails we still answer.
     let _ = getrandom::fill(&mut b);

@@ -3,6 +3,7 @@
 //! Handlers take [`AppState`], which tests build in memory, so most API tests call the router
 //! directly; one loopback test per listener exercises the real mTLS path.
 
+pub mod audit_layer;
 pub mod auth;
 pub mod body;
 pub mod envelope;
@@ -119,6 +120,7 @@ pub async fn principal(
         return Ok(Principal::Anonymous);
     };
     if state.is_admin(&peer) {
+        audit_layer::note(|c| c.admin = true);
         return Ok(Principal::Admin);
     }
     let ip = addr.map(std::net::SocketAddr::ip);
@@ -155,6 +157,11 @@ pub async fn principal(
                 return Err(ApiError::permission_denied());
             }
         }
+        audit_layer::note(|c| {
+            c.role = Some(entry.role.clone());
+            c.accessor = Some(entry.accessor.clone());
+            c.policies = entry.policies.clone();
+        });
         return Ok(Principal::Token { token, entry, peer });
     }
     let st = state.clone();
@@ -168,11 +175,17 @@ pub async fn principal(
     })
     .await?;
     Ok(match chosen {
-        Some((role, _)) => Principal::Tokenless {
-            role: role.name.clone(),
-            policies: role.role.policies(),
-            peer,
-        },
+        Some((role, _)) => {
+            audit_layer::note(|c| {
+                c.role = Some(role.name.clone());
+                c.policies = role.role.policies();
+            });
+            Principal::Tokenless {
+                role: role.name.clone(),
+                policies: role.role.policies(),
+                peer,
+            }
+        }
         None => Principal::Anonymous,
     })
 }
@@ -186,28 +199,42 @@ pub async fn require(
     op: Operation,
 ) -> Result<(), ApiError> {
     let (policies, peer) = match p {
-        Principal::Admin => return Ok(()),
-        Principal::Anonymous => return Err(ApiError::permission_denied()),
+        Principal::Admin => {
+            audit_layer::note(|c| c.decision = Some((true, "break-glass admin identity".into())));
+            return Ok(());
+        }
+        Principal::Anonymous => {
+            audit_layer::note(|c| {
+                c.decision = Some((
+                    false,
+                    "no token, no admin identity and no tokenless role for this certificate".into(),
+                ))
+            });
+            return Err(ApiError::permission_denied());
+        }
         Principal::Token { entry, peer, .. } => (entry.policies.clone(), peer.clone()),
         Principal::Tokenless { policies, peer, .. } => (policies.clone(), peer.clone()),
     };
     let store = state.store().ok_or_else(ApiError::sealed)?;
     let st = state.clone();
     let path = path.to_owned();
-    blocking(move || {
-        let decision = st
-            .policies
+    let decision = blocking(move || {
+        st.policies
             .evaluate(&*store, &policies, &peer, &path, op.capability())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        match decision {
-            keep_policy::Decision::Allow { .. } => Ok(()),
-            keep_policy::Decision::Deny { reason } => {
-                tracing::info!(target: "keep::authz", %path, ?op, %reason, "denied");
-                Err(ApiError::permission_denied())
-            }
-        }
+            .map_err(|e| ApiError::internal(e.to_string()))
     })
-    .await
+    .await?;
+    match decision {
+        keep_policy::Decision::Allow { matched } => {
+            audit_layer::note(|c| c.decision = Some((true, matched)));
+            Ok(())
+        }
+        keep_policy::Decision::Deny { reason } => {
+            tracing::info!(target: "keep::authz", ?op, %reason, "denied");
+            audit_layer::note(|c| c.decision = Some((false, reason)));
+            Err(ApiError::permission_denied())
+        }
+    }
 }
 
 /// The route table.
@@ -231,6 +258,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/sys/metrics",
             get(sys::metrics).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/sys/audit-hash/{*path}",
+            post(sys::audit_hash)
+                .put(sys::audit_hash)
+                .fallback(method_not_allowed),
+        )
         .route("/v1/secret/{*rest}", any(kv::handle))
         .route(
             "/v1/auth/cert/login",
@@ -248,6 +281,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sys/policy", any(policy::list_legacy))
         .route("/v1/sys/policy/{name}", any(policy::legacy))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit_layer::audit,
+        ))
         .layer(middleware::from_fn(guard_path))
         .with_state(state)
 }

@@ -30,7 +30,11 @@ pub async fn health(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let seal = state.seal_state();
+    let audit = state.audit();
+    let audit_broken = audit.as_ref().is_some_and(|a| !a.healthy());
     let code = match seal {
+        // A broken audit sink means every request fails closed: the node is not serving.
+        SealState::Unsealed if audit_broken => status_param(&q, "auditcode", 503),
         SealState::Unsealed => status_param(&q, "activecode", 200),
         SealState::Sealed => status_param(&q, "sealedcode", 503),
         SealState::Uninitialized => status_param(&q, "uninitcode", 501),
@@ -46,6 +50,8 @@ pub async fn health(
         "server_time_utc": now,
         "version": VERSION,
         "cluster_name": "keep",
+        "audit_healthy": !audit_broken,
+        "audit_error": audit.and_then(|a| a.last_error()),
     });
     (code, axum::Json(body)).into_response()
 }
@@ -116,4 +122,42 @@ pub async fn metrics(
         text,
     )
         .into_response())
+}
+
+/// `POST /v1/sys/audit-hash/:path` with `{"input": "…"}`: the HMAC the audit log would write
+/// for that value, so an investigator can search the log for a known secret or token without
+/// the log ever containing it.
+pub async fn audit_hash(
+    State(state): State<Arc<AppState>>,
+    caller: Option<axum::Extension<Caller>>,
+    addr: Option<axum::Extension<PeerAddr>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let who = principal(
+        &state,
+        caller.as_ref().map(|c| &c.0),
+        addr.as_ref().map(|a| &a.0.0),
+        &headers,
+    )
+    .await?;
+    require(
+        &state,
+        &who,
+        &format!("sys/audit-hash/{path}"),
+        Operation::Update,
+    )
+    .await?;
+    let body = crate::api::body::json_object(body, state.limits.max_request_bytes).await?;
+    let input = match body.get("input") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => return Err(ApiError::bad_request("missing input")),
+    };
+    let log = state
+        .audit()
+        .ok_or_else(|| ApiError::bad_request("no audit log is configured (audit.file)"))?;
+    Ok(crate::api::envelope::ok(
+        json!({ "hash": log.hash(&input) }),
+    ))
 }

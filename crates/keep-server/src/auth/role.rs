@@ -127,7 +127,8 @@ fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, RoleInpu
     }
 }
 
-const KNOWN_FIELDS: [&str; 20] = [
+const KNOWN_FIELDS: [&str; 21] = [
+    "name",
     "certificate",
     "allowed_common_names",
     "allowed_names",
@@ -220,6 +221,23 @@ impl Role {
         }
         if let Some(v) = boolean(m, "allow_tokenless")? {
             self.allow_tokenless = v;
+        }
+        // Vault token features keep does not implement: accepted only at their "off" values
+        // (hvac always sends them), refused otherwise rather than silently ignored.
+        for f in ["token_num_uses", "token_period", "token_explicit_max_ttl"] {
+            if ttl(m, f)?.is_some_and(|v| v != 0) {
+                return Err(RoleInputError(format!("{f} is not supported by keep")));
+            }
+        }
+        match m.get("token_type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t))
+                if matches!(t.as_str(), "" | "service" | "default" | "default-service") => {}
+            Some(_) => {
+                return Err(RoleInputError(
+                    "token_type: keep issues service tokens only".into(),
+                ));
+            }
         }
         if self.token_max_ttl > 0 && self.token_ttl > self.token_max_ttl {
             return Err(RoleInputError(format!(
