@@ -807,3 +807,88 @@ fn full_audit_disk_fails_closed_fast_and_recovers() {
     );
     drop(server);
 }
+
+fn node_modules() -> Option<PathBuf> {
+    let dir = std::env::var_os("KEEP_TEST_NODE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/keep-node/node_modules".into());
+    if dir.join("node-vault").is_dir()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("KEEP_REQUIRE_PEERS").is_none(),
+        "node-vault is required (KEEP_REQUIRE_PEERS is set) but {} has no node-vault; .ci/run installs it",
+        dir.display()
+    );
+    eprintln!("SKIP: node-vault not installed (set KEEP_TEST_NODE_MODULES)");
+    None
+}
+
+/// node-vault 0.12 (Connection: close, form-encoded empty login body) works unchanged.
+#[test]
+fn node_vault_cert_login_read_and_lookup_self() {
+    let Some(modules) = node_modules() else {
+        return;
+    };
+    let lab = Lab::new();
+    lab.init();
+    let server = lab.start();
+    let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
+    assert_eq!(
+        lab.curl("PUT", "/v1/sys/policies/acl/agents", Some(policy))
+            .0,
+        204
+    );
+    let role = serde_json::json!({
+        "certificate": std::fs::read_to_string(&lab.files.intermediate_cert).unwrap(),
+        "allowed_common_names": "agent-*",
+        "token_policies": "agents",
+    })
+    .to_string();
+    assert_eq!(
+        lab.curl("POST", "/v1/auth/cert/certs/agents", Some(&role))
+            .0,
+        204
+    );
+    assert_eq!(
+        lab.curl(
+            "POST",
+            "/v1/secret/data/agents/agent-01/llm",
+            Some(r#"{"data":{"api_key":"sk-node"}}"#)
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        lab.curl(
+            "POST",
+            "/v1/secret/data/agents/agent-02/llm",
+            Some(r#"{"data":{"api_key":"sk-other"}}"#)
+        )
+        .0,
+        200
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../keep-server/tests/clients/node_vault_auth.js");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(lab.url())
+        .arg(&lab.files.root_cert)
+        .arg(&lab.files.client_cert)
+        .arg(&lab.files.client_key)
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "node-vault script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}

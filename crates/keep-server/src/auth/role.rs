@@ -315,15 +315,17 @@ pub fn cidr_contains(cidr: (IpAddr, u8), ip: IpAddr) -> bool {
 }
 
 /// Vault's glob for allowed names: `*` matches any run of characters (including none).
+///
+/// Works on bytes without allocating (it runs for every role on every login): `*` is ASCII, so
+/// byte-wise matching of UTF-8 text gives the same answer as character-wise matching.
 pub fn glob_match(pattern: &str, value: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let v: Vec<char> = value.chars().collect();
+    let (p, v) = (pattern.as_bytes(), value.as_bytes());
     let (mut pi, mut vi, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
     while vi < v.len() {
-        if pi < p.len() && (p[pi] == v[vi]) {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == v[vi] {
             pi += 1;
             vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = vi;
             pi += 1;
@@ -335,7 +337,7 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == b'*' {
         pi += 1;
     }
     pi == p.len()
@@ -421,20 +423,33 @@ impl CompiledRole {
     }
 
     /// Whether `peer` (verified by the listener) connecting from `addr` matches this role.
-    /// Pure: no I/O, no parsing of the role.
+    /// Pure: no I/O, no parsing of the role. For many roles, compute [`ChainFacts`] once and
+    /// use [`matches_with`](Self::matches_with).
     pub fn matches(&self, peer: &PeerIdentity, addr: Option<IpAddr>) -> Result<(), Mismatch> {
-        self.chain_matches(peer)?;
+        self.matches_with(peer, &ChainFacts::of(peer), addr)
+    }
+
+    /// [`matches`](Self::matches) with the chain's facts computed by the caller.
+    pub fn matches_with(
+        &self,
+        peer: &PeerIdentity,
+        facts: &ChainFacts,
+        addr: Option<IpAddr>,
+    ) -> Result<(), Mismatch> {
+        self.chain_matches(facts)?;
         let r = &self.role;
         let any = |patterns: &[String], values: &[String]| {
             patterns
                 .iter()
                 .any(|p| values.iter().any(|v| glob_match(p, v)))
         };
-        if !r.allowed_common_names.is_empty() {
-            let cn: Vec<String> = peer.common_name.iter().cloned().collect();
-            if !any(&r.allowed_common_names, &cn) {
-                return Err(Mismatch::Name("allowed_common_names"));
-            }
+        if !r.allowed_common_names.is_empty()
+            && !peer
+                .common_name
+                .as_deref()
+                .is_some_and(|cn| r.allowed_common_names.iter().any(|p| glob_match(p, cn)))
+        {
+            return Err(Mismatch::Name("allowed_common_names"));
         }
         if !r.allowed_dns_sans.is_empty() && !any(&r.allowed_dns_sans, &peer.dns_sans) {
             return Err(Mismatch::Name("allowed_dns_sans"));
@@ -464,28 +479,54 @@ impl CompiledRole {
         Ok(())
     }
 
-    fn chain_matches(&self, peer: &PeerIdentity) -> Result<(), Mismatch> {
+    fn chain_matches(&self, facts: &ChainFacts) -> Result<(), Mismatch> {
         if self.ca_fingerprints.is_empty() {
             return Ok(());
         }
         // The role's CA is either one of the certificates the client sent (an intermediate)
         // or the issuer of the last one (the root the listener anchored the chain to).
-        for c in peer.chain.iter().skip(1) {
-            let fp: [u8; 32] = Sha256::digest(c.as_ref()).into();
-            if self.ca_fingerprints.contains(&fp) {
-                return Ok(());
-            }
+        if facts
+            .ca_fingerprints
+            .iter()
+            .any(|fp| self.ca_fingerprints.contains(fp))
+        {
+            return Ok(());
         }
-        if let Some(last) = peer.chain.last()
-            && let Ok((_, x)) = x509_parser::parse_x509_certificate(last.as_ref())
-            && self
-                .ca_subjects
-                .iter()
-                .any(|s| s.as_slice() == x.issuer().as_raw())
+        if let Some(issuer) = &facts.last_issuer
+            && self.ca_subjects.iter().any(|s| s == issuer)
         {
             return Ok(());
         }
         Err(Mismatch::Chain)
+    }
+}
+
+/// What role matching needs from a client's verified chain, computed once per request rather
+/// than once per role.
+#[derive(Clone, Debug, Default)]
+pub struct ChainFacts {
+    /// SHA-256 of every certificate the client sent after its leaf.
+    ca_fingerprints: Vec<[u8; 32]>,
+    /// Raw issuer DN of the last certificate sent.
+    last_issuer: Option<Vec<u8>>,
+}
+
+impl ChainFacts {
+    /// Computes the facts of `peer`'s chain.
+    pub fn of(peer: &PeerIdentity) -> ChainFacts {
+        ChainFacts {
+            ca_fingerprints: peer
+                .chain
+                .iter()
+                .skip(1)
+                .map(|c| Sha256::digest(c.as_ref()).into())
+                .collect(),
+            last_issuer: peer.chain.last().and_then(|last| {
+                x509_parser::parse_x509_certificate(last.as_ref())
+                    .ok()
+                    .map(|(_, x)| x.issuer().as_raw().to_vec())
+            }),
+        }
     }
 }
 
