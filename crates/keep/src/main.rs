@@ -4,12 +4,18 @@
 //! in the library crates (`keep-pki`, `keep-tls`, …).
 #![forbid(unsafe_code)]
 
+mod auth;
 mod certificate;
+mod connect;
 mod exit;
 mod files;
+mod kv;
 mod logging;
+mod login;
 mod password;
+mod policy;
 mod server;
+mod token;
 
 use std::process::ExitCode;
 
@@ -17,9 +23,10 @@ use clap::{Parser, Subcommand};
 
 /// keep — secrets for AI agents over mutual TLS.
 ///
-/// One binary for the whole recipe: a step-compatible PKI tool (`keep certificate`), and
-/// (in coming releases) an mTLS vault with a Vault-compatible API, the agent side that
-/// delivers secrets to OpenClaw and other agents, and a doctor that says what is wrong.
+/// One binary for the whole recipe: a step-compatible PKI tool (`keep certificate`), an mTLS
+/// vault with a Vault-compatible API (`keep server`) and its admin CLI (`keep login`, `kv`,
+/// `policy`, `auth`, `token`), and (in coming releases) the agent side that delivers secrets
+/// to OpenClaw and other agents, and a doctor that says what is wrong.
 #[derive(Debug, Parser)]
 #[command(name = "keep", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -34,10 +41,21 @@ enum Command {
     Certificate(Box<certificate::Args>),
     /// Run the mTLS vault server (Vault-compatible API), or initialize / rotate its storage.
     Server(server::Args),
+    /// Log in with your client certificate (cert auth); the token is stored in ~/.keep-token.
+    Login(Box<login::Args>),
+    /// Read and write KV v2 secrets: keep kv get secret/openclaw/llm.
+    Kv(Box<kv::Args>),
+    /// Manage ACL policies (Vault HCL, with {{cert.common_name}} templates).
+    Policy(Box<policy::Args>),
+    /// Manage auth methods' roles: keep auth cert write|read|list|delete.
+    Auth(Box<auth::Args>),
+    /// Look up, renew and revoke tokens.
+    Token(Box<token::Args>),
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Stage one: Vault-style single-dash flags (`-version=2`) for the API commands.
+    let cli = match Cli::try_parse_from(connect::vault_style_args(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -54,6 +72,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certificate(args) => certificate::run(*args),
         Command::Server(args) => server::run(args),
+        Command::Login(args) => login::run(*args),
+        Command::Kv(args) => kv::run(*args),
+        Command::Policy(args) => policy::run(*args),
+        Command::Auth(args) => auth::run(*args),
+        Command::Token(args) => token::run(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
