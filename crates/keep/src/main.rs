@@ -4,6 +4,7 @@
 //! in the library crates (`keep-pki`, `keep-tls`, …).
 #![forbid(unsafe_code)]
 
+mod agent;
 mod auth;
 mod certificate;
 mod connect;
@@ -25,8 +26,8 @@ use clap::{Parser, Subcommand};
 ///
 /// One binary for the whole recipe: a step-compatible PKI tool (`keep certificate`), an mTLS
 /// vault with a Vault-compatible API (`keep server`) and its admin CLI (`keep login`, `kv`,
-/// `policy`, `auth`, `token`), and (in coming releases) the agent side that delivers secrets
-/// to OpenClaw and other agents, and a doctor that says what is wrong.
+/// `policy`, `auth`, `token`), the agent that delivers secrets to OpenClaw and other agents
+/// (`keep agent --once`), and (in coming releases) a doctor that says what is wrong.
 #[derive(Debug, Parser)]
 #[command(name = "keep", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -51,6 +52,8 @@ enum Command {
     Auth(Box<auth::Args>),
     /// Look up, renew and revoke tokens.
     Token(Box<token::Args>),
+    /// Deliver secrets to an agent: keep agent --once --config agent.yaml writes the files.
+    Agent(Box<agent::Args>),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::run(*args),
         Command::Auth(args) => auth::run(*args),
         Command::Token(args) => token::run(*args),
+        Command::Agent(args) => agent::run(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
