@@ -13,6 +13,8 @@
 #   QUIET_SECS=20     before measuring, wait until no cargo/rustc process has run for this long,
 #   QUIET_MAX=900     ... but for at most this many seconds (then go on, with a warning)
 #   OUT=FILE          where to save the summary (default bench/server/results-YYYY-MM-DD-HHMM.txt)
+#   AUDIT=1           give keep an audit log (DESIGN's read goal includes audit); AUDIT=0 for
+#                     none, or for a keep that predates the `audit:` config section
 #   KEEP_BIN=PATH     use this keep binary and skip the cargo build (e.g. a build of a committed
 #                     revision while the working tree is mid-edit)
 #
@@ -47,6 +49,7 @@ KEEP_PORT=${KEEP_PORT:-18210}
 NGINX_PORT=${NGINX_PORT:-18453}
 QUIET_SECS=${QUIET_SECS:-20}
 QUIET_MAX=${QUIET_MAX:-900}
+AUDIT=${AUDIT:-1}
 SECRET_VALUE=sk-bench
 PATH_READ=/v1/secret/data/bench
 
@@ -65,6 +68,7 @@ tmp=""
 keep_pid=""
 nginx_pid=""
 nginx_worker=""
+sampler_pid=""
 
 # alive PID: the process exists and is not a zombie (an exited child not yet reaped).
 alive() {
@@ -89,6 +93,7 @@ stop() {
 cleanup() {
   local rc=$?
   set +e
+  stop "$sampler_pid" KILL
   stop "$keep_pid" TERM
   stop "$nginx_pid" QUIT
   stop "$nginx_worker" KILL # only if it outlived its master
@@ -123,14 +128,20 @@ log "building gload (Go stdlib only, offline)"
 
 # ---- 2. keep --------------------------------------------------------------------------------
 if [ -n "${KEEP_BIN:-}" ]; then
-  keep=$KEEP_BIN
-  log "using KEEP_BIN=$keep (no build)"
+  built=$KEEP_BIN
+  keep_src="KEEP_BIN=$KEEP_BIN"
+  log "using KEEP_BIN=$built (no build)"
 else
   log "building keep (release; 3-7 min from scratch)"
   timeout 3600 cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p keep
-  keep="${CARGO_TARGET_DIR:-$repo/target}/release/keep"
+  built="${CARGO_TARGET_DIR:-$repo/target}/release/keep"
+  keep_src="built from the tree at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  if ! git -C "$repo" diff --quiet HEAD -- . ':!bench' 2>/dev/null; then keep_src+=" + uncommitted changes"; fi
 fi
-[ -x "$keep" ] || die "$keep was not built"
+[ -x "$built" ] || die "$built was not built"
+# A private copy: another build replacing target/release/keep mid-run changes nothing here.
+cp "$built" "$tmp/keep"
+keep=$tmp/keep
 
 # ---- 3. PKI, keep server, secret, nginx -------------------------------------------------------
 for p in "$KEEP_PORT" "$NGINX_PORT"; do
@@ -165,6 +176,9 @@ seal:
 admins:
   - common_name: operator
 EOF
+if [ "$AUDIT" = 1 ]; then
+  printf 'audit:\n  file: audit.log\n' >>"$tmp/keep-server.yaml"
+fi
 log "keep server init + start on 127.0.0.1:$KEEP_PORT"
 "$keep" server init --config "$tmp/keep-server.yaml" 2>>"$tmp/keep.log"
 "$keep" server --config "$tmp/keep-server.yaml" 2>>"$tmp/keep.log" &
@@ -235,7 +249,8 @@ done
 keep_rss_idle=$(rss_kb "$keep_pid")
 nginx_rss_idle=$(rss_kb "$nginx_worker")
 
-runs=$tmp/runs.tsv # mode target round rps p50 p99 errors requests srv_cpu_s
+keep_threads_max=0
+runs=$tmp/runs.tsv # mode target round rps p50 p99 errors requests srv_cpu_s busy
 : >"$runs"
 # run_one MODE TARGET ROUND SECONDS [record]
 run_one() {
@@ -243,18 +258,36 @@ run_one() {
   if [ "$target" = keep ]; then port=$KEEP_PORT pid=$keep_pid; else port=$NGINX_PORT pid=$nginx_worker; fi
   if [ "$mode" = new ]; then extra=(-new); fi
   alive "$pid" || die "$target is no longer running"
+  # Notes whether a cargo/rustc process ran during the run (polled twice a second): such runs
+  # are marked "busy" in the table, their numbers are less trustworthy.
+  : >"$tmp/busy"
+  rm -f "$tmp/run-done"
+  (for ((i = 0; i < 2 * (secs + 90); i++)); do
+    [ -e "$tmp/run-done" ] && break
+    if pgrep -x 'cargo|rustc' >/dev/null; then echo busy >"$tmp/busy"; fi
+    sleep 0.5
+  done) &
+  sampler_pid=$!
   t0=$(cpu_ticks "$pid")
   out=$(timeout $((secs + 60)) "$tmp/gload" -url "https://127.0.0.1:$port$PATH_READ" \
     -ca "$pki/ca.crt" -cert "$pki/client.crt" -key "$pki/client.key" \
     -c "$CONC" -d "${secs}s" -timeout 10s -expect "\"$SECRET_VALUE\"" "${extra[@]}" 2>"$tmp/gload.err") ||
     die "gload failed: $(cat "$tmp/gload.err")"
   t1=$(cpu_ticks "$pid")
+  if [ "$target" = keep ]; then
+    local th
+    th=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
+    if ((th > keep_threads_max)); then keep_threads_max=$th; fi
+  fi
+  touch "$tmp/run-done"
+  wait "$sampler_pid" || true
+  sampler_pid=""
   if [ -s "$tmp/gload.err" ]; then sed "s/^/    [$target $mode] /" "$tmp/gload.err" >&2; fi
   [ "${5:-}" = record ] || return 0
   # out: requests=N errors=E secs=S rps=R p50_ms=X p99_ms=Y max_ms=Z
-  awk -v m="$mode" -v t="$target" -v r="$round" -v cpu="$((t1 - t0))" -v hz="$hz" '{
+  awk -v m="$mode" -v t="$target" -v r="$round" -v cpu="$((t1 - t0))" -v hz="$hz" -v busy="$(if [ -s "$tmp/busy" ]; then echo busy; else echo -; fi)" '{
       for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      printf "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.2f\n", m, t, r, v["rps"], v["p50_ms"], v["p99_ms"], v["errors"], v["requests"], cpu / hz
+      printf "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", m, t, r, v["rps"], v["p50_ms"], v["p99_ms"], v["errors"], v["requests"], cpu / hz, busy
     }' <<<"$out" >>"$runs"
   log "$(printf '%-9s %-5s round %d: %s' "$mode" "$target" "$round" "$out")"
 }
@@ -274,25 +307,24 @@ done
 sleep 1
 keep_rss_after=$(rss_kb "$keep_pid")
 nginx_rss_after=$(rss_kb "$nginx_worker")
-keep_threads=$(awk '/^Threads:/ {print $2}' "/proc/$keep_pid/status")
+audit_info="no audit log"
+if [ "$AUDIT" = 1 ]; then
+  audit_info="audit log on ($(du -m "$tmp/audit.log" | cut -f1) MB, $(wc -l <"$tmp/audit.log") lines after the runs)"
+fi
 
 # ---- 5. summary -----------------------------------------------------------------------------
 summary() {
   echo "keep server vs nginx over mTLS (TLS 1.3, P-256 certs made by keep) - $(date '+%Y-%m-%d %H:%M:%S %Z')"
-  local src
-  if [ -n "${KEEP_BIN:-}" ]; then
-    src="KEEP_BIN=$keep"
-  else
-    src="tree at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-  fi
   echo "host: $(nproc) vCPU, $(uname -r); $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); $(go version | awk '{print $3}') gload"
-  echo "keep: $src"
+  echo "keep: $keep_src"
   echo "load: GET https://127.0.0.1:PORT$PATH_READ, ${DURATION}s per run, c=$CONC, $ROUNDS rounds, order alternating per round;"
-  echo "      response body ${#body} bytes from both (nginx returns keep's body); keep: $keep_threads threads, KEEP_LOG default (info)"
+  echo "      response body ${#body} bytes from both (nginx returns keep's body)"
+  echo "keep: reads as admin \"operator\" (no token); $audit_info; up to $keep_threads_max threads at the end of a run"
   echo
-  echo "Runs (srv CPU = server process user+sys seconds during the run; req/CPU-s = requests per server CPU second)"
-  awk -F'\t' 'BEGIN { printf "%-9s %-5s %5s %9s %8s %8s %6s %8s %9s\n", "mode", "srv", "round", "req/s", "p50 ms", "p99 ms", "errors", "srv CPU", "req/CPU-s" }
-    { printf "%-9s %-5s %5d %9.0f %8.3f %8.3f %6d %8.2f %9.0f\n", $1, $2, $3, $4, $5, $6, $7, $9, ($9 > 0 ? $8 / $9 : 0) }' "$runs"
+  echo "Runs (srv CPU = server process user+sys seconds during the run; req/CPU-s = requests per server CPU"
+  echo "second; cargo = busy when a cargo/rustc process ran at some point during the run)"
+  awk -F'\t' 'BEGIN { printf "%-9s %-5s %5s %9s %8s %8s %6s %8s %9s  %s\n", "mode", "srv", "round", "req/s", "p50 ms", "p99 ms", "errors", "srv CPU", "req/CPU-s", "cargo" }
+    { printf "%-9s %-5s %5d %9.0f %8.3f %8.3f %6d %8.2f %9.0f  %s\n", $1, $2, $3, $4, $5, $6, $7, $9, ($9 > 0 ? $8 / $9 : 0), $10 }' "$runs"
   echo
   awk -F'\t' -v kri="$keep_rss_idle" -v kra="$keep_rss_after" -v nri="$nginx_rss_idle" -v nra="$nginx_rss_after" '
     function median(list,   a, n, i, j, x) {

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use crate::api::body::{json_object, opt_duration_secs, opt_u64, versions};
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, blocking, principal, require};
+use crate::api::{Operation, blocking, principal, read_now, require};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
 use crate::state::{AppState, Caller, PeerAddr};
 
@@ -90,7 +90,7 @@ pub async fn handle(
         let s = store.clone();
         let p = path.clone();
         let exists =
-            blocking(move || Ok(KvEngine::new(&*s, MOUNT).read_metadata(&p).is_ok())).await?;
+            read_now(move || Ok(KvEngine::new(&*s, MOUNT).read_metadata(&p).is_ok())).await?;
         if exists {
             Operation::Update
         } else {
@@ -107,7 +107,7 @@ pub async fn handle(
             if !matches!(method.as_str(), "LIST" | "GET") {
                 return Err(method_not_allowed());
             }
-            let keys = blocking(move || Ok(KvEngine::new(&*store, MOUNT).list(&path)?)).await?;
+            let keys = read_now(move || Ok(KvEngine::new(&*store, MOUNT).list(&path)?)).await?;
             Ok(ok(json!({ "keys": keys })))
         }
         ("data", "GET", _) => {
@@ -117,7 +117,7 @@ pub async fn handle(
                     ApiError::bad_request("version must be a non-negative integer")
                 })?),
             };
-            let v = blocking(move || Ok(KvEngine::new(&*store, MOUNT).read(&path, version, now)?))
+            let v = read_now(move || Ok(KvEngine::new(&*store, MOUNT).read(&path, version, now)?))
                 .await?;
             Ok(ok(json!({ "data": v.data, "metadata": v.metadata })))
         }
@@ -177,7 +177,7 @@ pub async fn handle(
         }
         ("metadata", "GET", _) => {
             let m =
-                blocking(move || Ok(KvEngine::new(&*store, MOUNT).read_metadata(&path)?)).await?;
+                read_now(move || Ok(KvEngine::new(&*store, MOUNT).read_metadata(&path)?)).await?;
             Ok(ok(serde_json::to_value(m).unwrap_or(Value::Null)))
         }
         ("metadata", "POST" | "PUT" | "PATCH", _) => {
@@ -229,7 +229,7 @@ pub async fn handle(
             Ok(no_content())
         }
         ("config", "GET", _) if path.is_empty() => {
-            let c = blocking(move || Ok(KvEngine::new(&*store, MOUNT).config()?)).await?;
+            let c = read_now(move || Ok(KvEngine::new(&*store, MOUNT).config()?)).await?;
             Ok(ok(json!({
                 "cas_required": c.cas_required,
                 "delete_version_after": crate::kv::go_duration(c.delete_version_after),
