@@ -32,6 +32,11 @@ use crate::sink::{FileSink, Format};
 pub const DEFAULT_MOUNT: &str = "secret";
 /// The mode of a secret file when the config gives none: owner read-only.
 pub const DEFAULT_FILE_MODE: u32 = 0o400;
+/// How often the sidecar and `exec` check for changed secrets when the config gives no
+/// `poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The shortest `poll_interval` accepted: faster polling only loads the server.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A config that cannot be used. Messages name the file, the field, the line (when known) and
 /// the fix; they never contain key material.
@@ -95,6 +100,7 @@ struct RawConfig {
     vault_connection: Option<RawConnection>,
     secrets: Option<Vec<RawSecret>>,
     renew: Option<RawRenew>,
+    poll_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +165,9 @@ pub struct AgentConfig {
     pub secrets: Vec<SecretSpec>,
     /// Client certificate renewal (used by the sidecar mode; `--once` ignores it).
     pub renew: Renew,
+    /// How often the sidecar and `exec` check each secret's version (`poll_interval`,
+    /// default [`DEFAULT_POLL_INTERVAL`]; `--once` ignores it).
+    pub poll_interval: std::time::Duration,
     /// Things that work but deserve attention (already logged with `tracing::warn!`).
     pub warnings: Vec<String>,
 }
@@ -434,6 +443,23 @@ impl Validator {
                 },
             },
         };
+        let poll_interval = match raw.poll_interval {
+            None => DEFAULT_POLL_INTERVAL,
+            Some(p) => keep_pki::duration::parse_duration(&p.value)
+                .ok()
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+                .filter(|d| *d >= MIN_POLL_INTERVAL)
+                .ok_or_else(|| {
+                    self.field(
+                        p.defined.line(),
+                        "poll_interval",
+                        format!(
+                            "{:?} is not a duration of at least 100ms; write e.g. 30s or 5m",
+                            p.value
+                        ),
+                    )
+                })?,
+        };
         Ok(AgentConfig {
             path: self.file.clone(),
             connection: Connection {
@@ -443,6 +469,7 @@ impl Validator {
             },
             secrets,
             renew,
+            poll_interval,
             warnings: self.warnings,
         })
     }
@@ -1269,6 +1296,24 @@ mod tests {
             ("kv", "x/y")
         );
         assert!(c.secrets[1].file.is_none());
+    }
+
+    #[test]
+    fn poll_interval_defaults_to_30s_and_rejects_nonsense_naming_the_field() {
+        let s = setup();
+        let c = load(&s, &conn(FILES)).unwrap();
+        assert_eq!(c.poll_interval, DEFAULT_POLL_INTERVAL);
+        let c = load(&s, &format!("poll_interval: 1m30s\n{}", conn(FILES))).unwrap();
+        assert_eq!(c.poll_interval, std::time::Duration::from_secs(90));
+        for bad in ["soon", "10ms", "-5s"] {
+            let e = load(&s, &format!("poll_interval: {bad}\n{}", conn(FILES)))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("poll_interval") && e.contains("line 1"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,16 @@
 //!   which the `keep` admin CLI (`keep login`, `keep kv …`, `keep policy …`, `keep auth cert …`,
 //!   `keep token …`) and `keep agent` drive;
 //! - [`config::AgentConfig`], the agent's YAML (`agent.yaml`), validated in two stages;
-//! - [`sink`], atomic file sinks in json, env, value and template formats.
+//! - [`sink`], atomic file sinks in json, env, value and template formats;
+//! - [`sidecar`], `keep agent`'s loop that keeps the files current (polling, backoff with
+//!   jitter, token renewal and re-login);
+//! - [`exec`], `keep agent exec`: a command run with its secrets in its environment;
+//! - [`resolver`], the OpenClaw `exec` SecretRef provider protocol (`keep openclaw-resolver`).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
+pub mod exec;
+pub mod resolver;
+pub mod sidecar;
 pub mod sink;

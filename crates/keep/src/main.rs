@@ -13,6 +13,7 @@ mod files;
 mod kv;
 mod logging;
 mod login;
+mod openclaw;
 mod password;
 mod policy;
 mod server;
@@ -52,8 +53,11 @@ enum Command {
     Auth(Box<auth::Args>),
     /// Look up, renew and revoke tokens.
     Token(Box<token::Args>),
-    /// Deliver secrets to an agent: keep agent --once --config agent.yaml writes the files.
+    /// Deliver secrets to an agent: --once (init container), sidecar (default), or exec -- CMD.
     Agent(Box<agent::Args>),
+    /// OpenClaw's exec SecretRef provider: answers `{"protocolVersion":1,"ids":[…]}` on stdin
+    /// from the vault (see docs/openclaw.md).
+    OpenclawResolver(Box<openclaw::Args>),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Auth(args) => auth::run(*args),
         Command::Token(args) => token::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::OpenclawResolver(args) => openclaw::run(*args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
