@@ -683,7 +683,7 @@ fn signature_algorithm(cert: &X509Certificate<'_>) -> (String, Option<&'static s
 
 /// RFC 4514 string of a name: RDNs most specific first, joined by `,`; multi-valued RDNs
 /// joined by `+`; special characters escaped.
-fn rfc4514(name: &X509Name<'_>) -> String {
+pub fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
         .map(|rdn| {
@@ -727,7 +727,7 @@ fn attribute_type(oid: &Oid<'_>) -> String {
 }
 
 /// The attribute value as text; non-string values as RFC 4514 `#hex` of their encoding.
-fn attribute_value(atv: &AttributeTypeAndValue<'_>) -> String {
+pub fn attribute_value(atv: &AttributeTypeAndValue<'_>) -> String {
     let any: &Any<'_> = atv.attr_value();
     let data = any.as_bytes();
     let text = match any.tag() {
@@ -780,7 +780,7 @@ fn escape_dn_value(value: &str) -> String {
 }
 
 /// Serial as lowercase colon hex of its magnitude; `-` prefix for a negative serial.
-fn format_serial(raw: &[u8]) -> String {
+pub fn format_serial(raw: &[u8]) -> String {
     let negative = raw.first().is_some_and(|b| b & 0x80 != 0);
     let magnitude = if negative { negate(raw) } else { raw.to_vec() };
     let start = magnitude
@@ -819,7 +819,8 @@ fn significant_bits(bytes: &[u8]) -> u32 {
     len.saturating_mul(8) - lead.leading_zeros()
 }
 
-fn ip_string(bytes: &[u8]) -> String {
+/// An IP address SAN as text (`10.0.0.5`, `::1`); other lengths as `#hex`.
+pub fn ip_string(bytes: &[u8]) -> String {
     match bytes.len() {
         4 => {
             let mut a = [0u8; 4];

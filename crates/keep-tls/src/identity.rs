@@ -10,13 +10,11 @@
 //! hex serial (as Vault prints serials), SHA-256 fingerprint as lowercase hex.
 
 use std::fmt;
-use std::net::IpAddr;
 
+use keep_pki::inspect::{attribute_value as attribute_text, format_serial, ip_string, rfc4514};
 use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
-use x509_parser::asn1_rs::{Any, Oid, Tag};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
-use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
 /// The identity of a client whose certificate chain rustls verified.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,147 +139,8 @@ pub fn from_verified_chain(chain: &[CertificateDer<'_>]) -> Result<PeerIdentity,
     })
 }
 
-// The formatting below mirrors `keep_pki::inspect` (whose helpers are private there), so that
-// the subject and serial in the audit log, in events and in `keep certificate inspect` are the
-// same strings. `matches_inspect_for_every_kind_of_name` guards against drift.
-
-/// RFC 4514: RDNs most specific first, joined by `,`; multi-valued RDNs joined by `+`.
-fn rfc4514(name: &X509Name<'_>) -> String {
-    let rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    format!(
-                        "{}={}",
-                        attribute_type(atv.attr_type()),
-                        escape_dn_value(&attribute_text(atv))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
-}
-
-fn attribute_type(oid: &Oid<'_>) -> String {
-    let id = oid.to_id_string();
-    let short = match id.as_str() {
-        "2.5.4.3" => "CN",
-        "2.5.4.6" => "C",
-        "2.5.4.7" => "L",
-        "2.5.4.8" => "ST",
-        "2.5.4.9" => "STREET",
-        "2.5.4.10" => "O",
-        "2.5.4.11" => "OU",
-        "2.5.4.5" => "serialNumber",
-        "2.5.4.4" => "SN",
-        "2.5.4.42" => "GN",
-        "2.5.4.12" => "title",
-        "2.5.4.17" => "postalCode",
-        "0.9.2342.19200300.100.1.25" => "DC",
-        "0.9.2342.19200300.100.1.1" => "UID",
-        "1.2.840.113549.1.9.1" => "emailAddress",
-        _ => return id,
-    };
-    short.to_owned()
-}
-
-/// An attribute's text; a value that is not a string becomes RFC 4514 `#hex` of its content.
-fn attribute_text(atv: &AttributeTypeAndValue<'_>) -> String {
-    let any: &Any<'_> = atv.attr_value();
-    let data = any.as_bytes();
-    let text = match any.tag() {
-        Tag::Utf8String
-        | Tag::PrintableString
-        | Tag::Ia5String
-        | Tag::NumericString
-        | Tag::VisibleString => std::str::from_utf8(data).ok().map(str::to_owned),
-        // T.61 in theory, Latin-1 in practice.
-        Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
-        Tag::BmpString => {
-            let units: Vec<u16> = data
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16(&units).ok()
-        }
-        Tag::UniversalString => data
-            .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        _ => None,
-    };
-    text.unwrap_or_else(|| format!("#{}", hex(data)))
-}
-
-fn escape_dn_value(value: &str) -> String {
-    if value.starts_with('#')
-        && value.len() > 1
-        && value[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return value.to_owned();
-    }
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        match c {
-            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-/// Serial as lowercase colon hex of its magnitude; `-` prefix for a negative serial.
-fn format_serial(raw: &[u8]) -> String {
-    let negative = raw.first().is_some_and(|b| b & 0x80 != 0);
-    let magnitude = if negative { negate(raw) } else { raw.to_vec() };
-    let start = magnitude
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(magnitude.len().saturating_sub(1));
-    let digits = match magnitude.get(start..) {
-        Some(d) if !d.is_empty() => d,
-        _ => &[0u8][..],
-    };
-    let hex: Vec<String> = digits.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}{}", if negative { "-" } else { "" }, hex.join(":"))
-}
-
-/// Two's complement negation of a big-endian integer.
-fn negate(bytes: &[u8]) -> Vec<u8> {
-    let mut out: Vec<u8> = bytes.iter().map(|b| !b).collect();
-    for b in out.iter_mut().rev() {
-        let (sum, carry) = b.overflowing_add(1);
-        *b = sum;
-        if !carry {
-            break;
-        }
-    }
-    out
-}
-
-fn ip_string(bytes: &[u8]) -> String {
-    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
-        IpAddr::from(v4).to_string()
-    } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
-        IpAddr::from(v6).to_string()
-    } else {
-        format!("#{}", hex(bytes))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+// Subject, serial and IP formatting come from `keep_pki::inspect`, so the strings in the audit
+// log, in security events and in `keep certificate inspect` are the same.
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
