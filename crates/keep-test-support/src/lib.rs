@@ -33,6 +33,9 @@
 // threading `Result` through every test.
 #![allow(clippy::expect_used)]
 
+/// A real keep server for end-to-end tests.
+pub mod lab;
+
 use std::fmt;
 use std::fs;
 use std::io::Write;

@@ -3,135 +3,20 @@
 //! the agent logs in as `agent-01`, fetches and writes its files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpStream;
+use keep_test_support::lab::Lab;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
-use keep_test_support::{TestPki, TestPkiFiles};
+use keep_test_support::TestPki;
 
-/// The server lab, as in tests/server.rs.
-struct Lab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    files: TestPkiFiles,
-    pki: TestPki,
-    port: u16,
-    config: PathBuf,
+/// What this file's tests add to the shared lab.
+trait LabExt {
+    fn provision(&self);
+    fn agent(&self, config: &Path) -> Output;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let tmp = keep_test_support::tempdir();
-        let dir = tmp.path().to_path_buf();
-        let pki = TestPki::new();
-        let files = pki.write_to(&dir);
-        let port = free_port();
-        let config = dir.join("keep-server.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\nstorage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n",
-                files.server_cert.display(),
-                files.server_key.display(),
-                files.ca_bundle.display(),
-                files.crl.display(),
-            ),
-        )
-        .unwrap();
-        Lab {
-            _tmp: tmp,
-            dir,
-            files,
-            pki,
-            port,
-            config,
-        }
-    }
-
-    fn init(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(["server", "init", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) -> Server {
-        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(["server", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child,
-            log: self.dir.join("server.log"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("server exited with {status}: {}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// curl with the admin identity; returns (status, body).
-    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-X", method, "--cacert"])
-            .arg(&self.files.root_cert)
-            .arg("--cert")
-            .arg(&self.files.admin_cert)
-            .arg("--key")
-            .arg(&self.files.admin_key)
-            .args(["-w", "\n%{http_code}"]);
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
-        }
-        let out = cmd.arg(format!("{}{path}", self.url())).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-
-    fn put_secret(&self, path: &str, data: serde_json::Value) {
-        let body = serde_json::json!({ "data": data }).to_string();
-        let (code, text) = self.curl("POST", &format!("/v1/secret/data/{path}"), Some(&body));
-        assert_eq!(code, 200, "{text}");
-    }
-
+impl LabExt for Lab {
     /// The policy, the role and agent-01's (and agent-02's) secrets.
     fn provision(&self) {
         let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
@@ -170,32 +55,6 @@ impl Lab {
             .output()
             .unwrap()
     }
-
-    fn write_config(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        // The inline-key configs hold a key: owner-only, or the agent refuses them.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-}
-
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn text(out: &Output) -> String {
@@ -232,7 +91,7 @@ fn file_config(lab: &Lab, extra: &str) -> String {
 
 #[test]
 fn once_writes_files_replaces_them_atomically_and_a_denied_path_changes_nothing() {
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     lab.init();
     let server = lab.start();
     lab.provision();
@@ -317,7 +176,7 @@ fn once_writes_files_replaces_them_atomically_and_a_denied_path_changes_nothing(
 
 #[test]
 fn inline_pem_with_the_threads_damage_works_end_to_end() {
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     lab.init();
     let server = lab.start();
     lab.provision();

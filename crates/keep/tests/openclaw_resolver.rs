@@ -10,14 +10,13 @@
 //! is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use keep_test_support::lab::Lab;
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keep_test_support::{TestPki, TestPkiFiles};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "sk-llm-7f3a9c";
@@ -26,127 +25,13 @@ const TOKEN: &str = "tok-single-51d0";
 const OTHER_KEY: &str = "sk-other-agent-e40d";
 const ALL_VALUES: [&str; 4] = [API_KEY, MODEL, TOKEN, OTHER_KEY];
 
-/// The server lab, as in tests/agent_once.rs.
-struct Lab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    files: TestPkiFiles,
-    _pki: TestPki,
-    port: u16,
-    config: PathBuf,
+/// What this file's tests add to the shared lab.
+trait LabExt {
+    fn provision(&self);
+    fn agent_yaml(&self) -> PathBuf;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let tmp = keep_test_support::tempdir();
-        let dir = tmp.path().to_path_buf();
-        let pki = TestPki::new();
-        let files = pki.write_to(&dir);
-        let port = free_port();
-        let config = dir.join("keep-server.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\nstorage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n",
-                files.server_cert.display(),
-                files.server_key.display(),
-                files.ca_bundle.display(),
-                files.crl.display(),
-            ),
-        )
-        .unwrap();
-        Lab {
-            _tmp: tmp,
-            dir,
-            files,
-            _pki: pki,
-            port,
-            config,
-        }
-    }
-
-    fn init(&self) {
-        let out = Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(["server", "init", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) -> Server {
-        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(["server", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child,
-            log: self.dir.join("server.log"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("server exited with {status}: {}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// curl with the admin identity; returns (status, body).
-    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-X", method, "--cacert"])
-            .arg(&self.files.root_cert)
-            .arg("--cert")
-            .arg(&self.files.admin_cert)
-            .arg("--key")
-            .arg(&self.files.admin_key)
-            .args(["-w", "\n%{http_code}"]);
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
-        }
-        let out = cmd.arg(format!("{}{path}", self.url())).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-
-    fn put_secret(&self, path: &str, data: serde_json::Value) {
-        let body = serde_json::json!({ "data": data }).to_string();
-        let (code, text) = self.curl("POST", &format!("/v1/secret/data/{path}"), Some(&body));
-        assert_eq!(code, 200, "{text}");
-    }
-
+impl LabExt for Lab {
     /// The policy, the role, agent-01's secrets and agent-02's (which agent-01 may not read).
     fn provision(&self) {
         let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
@@ -189,23 +74,6 @@ impl Lab {
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         path
-    }
-}
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -285,7 +153,7 @@ fn code<'a>(answer: &'a Value, id: &str) -> &'a str {
 
 #[test]
 fn resolves_values_and_per_id_errors_in_openclaws_empty_environment() {
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     lab.init();
     let server = lab.start();
     lab.provision();
@@ -376,7 +244,7 @@ fn resolves_values_and_per_id_errors_in_openclaws_empty_environment() {
 
 #[test]
 fn server_down_answers_unavailable_for_every_id_well_within_openclaws_timeout() {
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     lab.init();
     let server = lab.start();
     lab.provision();
@@ -399,7 +267,7 @@ fn server_down_answers_unavailable_for_every_id_well_within_openclaws_timeout() 
 #[test]
 fn a_server_that_never_answers_hits_the_deadline_not_openclaws_timeout() {
     // Accepts TCP connections (the kernel's backlog) but never speaks TLS.
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     let silent = std::net::TcpListener::bind(("127.0.0.1", lab.port)).unwrap();
     let config = lab.agent_yaml();
     let ids = ["agents/agent-01/llm#api_key", "agents/agent-01/single"];
@@ -422,7 +290,7 @@ fn a_server_that_never_answers_hits_the_deadline_not_openclaws_timeout() {
 #[test]
 fn a_request_that_cannot_be_read_exits_non_zero_with_the_reason_on_stderr() {
     // Refused before anything is contacted: no server needed.
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     let config = lab.agent_yaml();
 
     let (out, _) = resolve_raw(
@@ -580,7 +448,7 @@ fn real_openclaw_secrets_audit_resolves_through_keep() {
     let Some((cli, node_bin)) = openclaw_install() else {
         return;
     };
-    let lab = Lab::new();
+    let lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_keep")));
     lab.init();
     let server = lab.start();
     lab.provision();

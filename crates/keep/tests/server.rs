@@ -5,177 +5,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keep_test_support::{TestPki, TestPkiFiles};
+use keep_test_support::lab::Lab;
 
-struct Lab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    files: TestPkiFiles,
-    port: u16,
-    config: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Lab {
-    fn new() -> Lab {
-        Self::with_limits("")
-    }
-
-    /// A lab whose config adds `limits` (YAML lines under `listener.limits`).
-    fn with_limits(limits: &str) -> Lab {
-        Self::with_config(limits, "")
-    }
-
-    /// A lab with `limits` under `listener.limits` and `extra` top-level YAML.
-    fn with_config(limits: &str, extra: &str) -> Lab {
-        let tmp = keep_test_support::tempdir();
-        let dir = tmp.path().to_path_buf();
-        let pki = TestPki::new();
-        let files = pki.write_to(&dir);
-        let port = free_port();
-        let config = dir.join("keep-server.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listener:\n  address: 127.0.0.1:{port}\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\n    min_version: \"1.2\"\n{limits}storage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\nadmins:\n  - common_name: operator\n{extra}",
-                files.server_cert.display(),
-                files.server_key.display(),
-                files.ca_bundle.display(),
-                files.crl.display(),
-                limits = if limits.is_empty() { String::new() } else { format!("  limits:\n{limits}") },
-            ),
-        )
-        .unwrap();
-        Lab {
-            _tmp: tmp,
-            dir,
-            files,
-            port,
-            config,
-        }
-    }
-
-    fn keep(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn init(&self) {
-        let out = self.keep(&["server", "init"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) -> Server {
-        let log = std::fs::File::create(self.dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keep"))
-            .args(["server", "--config"])
-            .arg(&self.config)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child,
-            log: self.dir.join("server.log"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("server exited with {status}: {}", s.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
-    /// curl with the admin identity; returns (status, body).
-    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        self.curl_as(
-            &self.files.admin_cert,
-            &self.files.admin_key,
-            method,
-            path,
-            body,
-        )
-    }
-
-    fn curl_as(
-        &self,
-        cert: &Path,
-        key: &Path,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-X", method, "--cacert"])
-            .arg(&self.files.root_cert)
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .args(["-w", "\n%{http_code}"]);
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
-        }
-        let out = cmd.arg(format!("{}{path}", self.url())).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-}
-
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+fn keep_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_keep"))
 }
 
 fn hvac_python() -> Option<PathBuf> {
@@ -203,7 +39,7 @@ fn hvac_python() -> Option<PathBuf> {
 #[test]
 fn hvac_runs_every_kv_v2_call_with_the_admin_cert_and_no_token() {
     let Some(py) = hvac_python() else { return };
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let server = lab.start();
     let script =
@@ -243,7 +79,7 @@ fn vault_client(lab: &Lab) -> vaultrs::client::VaultClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultrs_kv2_calls_work_unchanged() {
     use std::collections::HashMap;
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let _server = lab.start();
     let client = vault_client(&lab);
@@ -304,7 +140,7 @@ async fn vaultrs_kv2_calls_work_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_and_nothing_is_plaintext_on_disk() {
     use std::collections::HashMap;
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let mut server = lab.start();
     let client = vault_client(&lab);
@@ -362,7 +198,7 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_plaintext_on_disk() {
 
 #[test]
 fn seal_states_show_in_health_and_a_wrong_key_stops_the_server() {
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     // Not initialized: the server runs and says so.
     let server = lab.start();
     let (code, body) = lab.curl("GET", "/v1/sys/health", None);
@@ -421,7 +257,7 @@ fn seal_states_show_in_health_and_a_wrong_key_stops_the_server() {
 
 #[test]
 fn rotate_keeps_old_entries_readable() {
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     {
         let _s = lab.start();
@@ -453,7 +289,7 @@ fn rotate_keeps_old_entries_readable() {
 
 #[test]
 fn handshake_failures_are_counted_by_reason_in_sys_metrics() {
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let server = lab.start();
     // A valid request first, so the metrics endpoint is known good.
@@ -530,7 +366,10 @@ fn handshake_failures_are_counted_by_reason_in_sys_metrics() {
 /// cannot hold connections (and the connection cap) forever.
 #[test]
 fn slow_request_headers_are_cut_off() {
-    let lab = Lab::with_limits("    header_timeout: 1s\n    max_request_bytes: 4096\n");
+    let lab = Lab::with_limits(
+        keep_bin(),
+        "    header_timeout: 1s\n    max_request_bytes: 4096\n",
+    );
     lab.init();
     let server = lab.start();
     let mut child = Command::new("openssl")
@@ -597,7 +436,7 @@ fn slow_request_headers_are_cut_off() {
 #[test]
 fn hvac_cert_auth_tokens_and_policies() {
     let Some(py) = hvac_python() else { return };
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let server = lab.start();
     let script =
@@ -638,7 +477,7 @@ fn agent_client(lab: &Lab) -> vaultrs::client::VaultClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultrs_cert_login_then_kv2_read() {
     use std::collections::HashMap;
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let _server = lab.start();
     let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
@@ -717,6 +556,7 @@ fn full_audit_disk_fails_closed_fast_and_recovers() {
     let tmp = keep_test_support::tempdir();
     let fs = SmallFs::mount(&tmp.path().join("auditfs"));
     let lab = Lab::with_config(
+        keep_bin(),
         "",
         &format!("audit:\n  file: {}\n", fs.0.join("audit.log").display()),
     );
@@ -835,7 +675,7 @@ fn node_vault_cert_login_read_and_lookup_self() {
     let Some(modules) = node_modules() else {
         return;
     };
-    let lab = Lab::new();
+    let lab = Lab::new(keep_bin());
     lab.init();
     let server = lab.start();
     let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
