@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::api::body::json_object;
 use crate::api::envelope::{no_content, ok, request_id};
 use crate::api::error::ApiError;
-use crate::api::{Operation, Principal, blocking, principal, require};
+use crate::api::{Operation, Principal, Who, blocking, require};
 use crate::auth::role::Role;
 use crate::auth::token::{TokenEntry, Tokens};
 use crate::auth::{select_role, validate_role_name};
@@ -35,19 +35,10 @@ fn rfc3339(unix: i64) -> String {
 /// `LIST /v1/auth/cert/certs` and `GET ?list=true`.
 pub async fn list_roles(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(p): Who,
     method: Method,
 ) -> Result<Response, ApiError> {
     let _ = method;
-    let p = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     require(&state, &p, "auth/cert/certs/", Operation::List).await?;
     let store = state.store().ok_or_else(ApiError::sealed)?;
     let st = state.clone();
@@ -68,20 +59,11 @@ pub async fn list_roles(
 /// `auth/cert/certs/:name`: GET, POST/PUT, DELETE; LIST on the folder.
 pub async fn role(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(p): Who,
     method: Method,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     let op = match method.as_str() {
         "GET" => Operation::Read,
         "POST" | "PUT" => Operation::Update,
@@ -304,20 +286,11 @@ fn lookup_json(token: Option<&str>, e: &TokenEntry, now: i64) -> Value {
 /// `auth/token/{lookup-self, renew-self, revoke-self, lookup, lookup-accessor, revoke-accessor}`.
 pub async fn token_op(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(p): Who,
     method: Method,
     Path(op): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     let path = format!("auth/token/{op}");
     let store = state.store().ok_or_else(ApiError::sealed)?;
     let body = json_object(body, state.limits.max_request_bytes).await?;

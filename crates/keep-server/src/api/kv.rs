@@ -26,9 +26,9 @@ use time::OffsetDateTime;
 use crate::api::body::{json_object, opt_duration_secs, opt_u64, versions};
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, blocking, principal, read_now, require};
+use crate::api::{Operation, Who, blocking, read_now, require};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
-use crate::state::{AppState, Caller, PeerAddr};
+use crate::state::AppState;
 
 /// The mount keep serves KV v2 at.
 pub const MOUNT: &str = "secret";
@@ -50,12 +50,9 @@ fn method_not_allowed() -> ApiError {
 }
 
 /// Entry point for every `/v1/secret/*` request.
-#[allow(clippy::too_many_arguments)] // axum extractors, one per request part
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: axum::http::HeaderMap,
+    Who(who): Who,
     method: Method,
     Path(rest): Path<String>,
     Query(q): Query<KvQuery>,
@@ -74,13 +71,6 @@ pub async fn handle(
         (_, "POST" | "PUT", _) => Operation::Update,
         _ => return Err(method_not_allowed()),
     };
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     let store = state.store().ok_or_else(ApiError::sealed)?;
     // Vault's ACLs tell creating a secret from updating one.
     let op = if op == Operation::Update

@@ -201,6 +201,29 @@ pub async fn principal(
     })
 }
 
+/// The request's [`Principal`], resolved once from the verified connection (the [`Caller`] and
+/// [`PeerAddr`] extensions the listener inserts) and the request's token. Handlers take this
+/// instead of repeating the resolution.
+pub struct Who(pub Principal);
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Who, ApiError> {
+        let caller = parts.extensions.get::<Caller>().cloned();
+        let addr = parts
+            .extensions
+            .get::<crate::state::PeerAddr>()
+            .map(|a| a.0);
+        principal(state, caller.as_ref(), addr.as_ref(), &parts.headers)
+            .await
+            .map(Who)
+    }
+}
+
 /// Checks that `p` may perform `op` on `path` (a Vault API path without `/v1/`). Deny by
 /// default: admins pass; tokens and tokenless roles need a policy that grants the capability.
 pub async fn require(

@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::api::body::json_object;
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, blocking, principal, require};
-use crate::state::{AppState, Caller, PeerAddr};
+use crate::api::{Operation, Who, blocking, require};
+use crate::state::AppState;
 
 fn op_for(method: &Method, list: bool) -> Result<Operation, ApiError> {
     Ok(match (method.as_str(), list) {
@@ -47,19 +47,7 @@ async fn names(state: &Arc<AppState>) -> Result<Vec<String>, ApiError> {
 }
 
 /// `LIST /v1/sys/policies/acl`.
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
+pub async fn list(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<Response, ApiError> {
     require(&state, &who, "sys/policies/acl/", Operation::List).await?;
     Ok(ok(json!({ "keys": names(&state).await? })))
 }
@@ -67,26 +55,15 @@ pub async fn list(
 /// `GET /v1/sys/policy` (older API): `{"keys": [...], "policies": [...]}`.
 pub async fn list_legacy(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(who): Who,
 ) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     require(&state, &who, "sys/policy", Operation::Read).await?;
     let n = names(&state).await?;
     Ok(ok(json!({ "keys": n, "policies": n })))
 }
 
-#[allow(clippy::too_many_arguments)] // the request parts both routes share
 async fn handle(
     state: Arc<AppState>,
-    who_path: String,
     name: String,
     method: Method,
     list: bool,
@@ -95,6 +72,11 @@ async fn handle(
     legacy: bool,
 ) -> Result<Response, ApiError> {
     let op = op_for(&method, list)?;
+    let who_path = if legacy {
+        format!("sys/policy/{name}")
+    } else {
+        format!("sys/policies/acl/{name}")
+    };
     if op == Operation::List {
         require(&state, &who, &who_path, Operation::List).await?;
         return Ok(ok(json!({ "keys": names(&state).await? })));
@@ -156,67 +138,27 @@ async fn handle(
 }
 
 /// `sys/policies/acl/:name`.
-#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn acl(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(who): Who,
     method: Method,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     let list = q.list.as_deref() == Some("true");
-    handle(
-        state,
-        format!("sys/policies/acl/{name}"),
-        name,
-        method,
-        list,
-        who,
-        body,
-        false,
-    )
-    .await
+    handle(state, name, method, list, who, body, false).await
 }
 
 /// `sys/policy/:name` (older API; GET answers `rules`).
-#[allow(clippy::too_many_arguments)] // axum extractors
 pub async fn legacy(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: HeaderMap,
+    Who(who): Who,
     method: Method,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     let list = q.list.as_deref() == Some("true");
-    handle(
-        state,
-        format!("sys/policy/{name}"),
-        name,
-        method,
-        list,
-        who,
-        body,
-        true,
-    )
-    .await
+    handle(state, name, method, list, who, body, true).await
 }

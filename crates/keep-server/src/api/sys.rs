@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::api::{Operation, principal, require};
-use crate::state::{AppState, Caller, PeerAddr, SealState};
+use crate::api::{Operation, Who, require};
+use crate::state::{AppState, SealState};
 
 /// keep's version as Vault clients see it.
 pub const VERSION: &str = concat!("keep-", env!("CARGO_PKG_VERSION"));
@@ -78,19 +78,7 @@ pub async fn seal_status(State(state): State<Arc<AppState>>) -> Response {
 
 /// `PUT /v1/sys/seal` (admins): drops the barrier key from memory; the server answers 503 until
 /// it is restarted and unseals again.
-pub async fn seal(
-    State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
+pub async fn seal(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<Response, ApiError> {
     require(&state, &who, "sys/seal", Operation::Update).await?;
     state.seal();
     tracing::warn!("server sealed by an operator request");
@@ -129,19 +117,10 @@ pub async fn metrics(
 /// the log ever containing it.
 pub async fn audit_hash(
     State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    headers: axum::http::HeaderMap,
+    Who(who): Who,
     axum::extract::Path(path): axum::extract::Path<String>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let who = principal(
-        &state,
-        caller.as_ref().map(|c| &c.0),
-        addr.as_ref().map(|a| &a.0.0),
-        &headers,
-    )
-    .await?;
     require(
         &state,
         &who,
