@@ -98,6 +98,18 @@ pub struct MountConfig {
     pub delete_version_after: u64,
 }
 
+/// What one attempt of [`KvEngine::edit`] decided.
+enum Edit<T> {
+    /// Nothing to write; return this.
+    Skip(T),
+    /// Write `meta` (`None`: delete it) together with `ops`, then return `result`.
+    Apply {
+        meta: Option<Meta>,
+        ops: Vec<TxOp>,
+        result: T,
+    },
+}
+
 /// A secret version's data and metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SecretVersion {
@@ -301,18 +313,12 @@ impl<'a> KvEngine<'a> {
         validate_path(path)?;
         let cfg = self.config()?;
         let data_bytes = serde_json::to_vec(&data).map_err(|e| KvError::Invalid(e.to_string()))?;
-        for _ in 0..WRITE_RETRIES {
-            let loaded = self.load_meta(path)?;
-            let (mut m, expected) = match loaded {
-                Some((m, raw)) => (m, Some(raw)),
-                None => (
-                    Meta {
-                        created_time: now_string(now),
-                        ..Meta::default()
-                    },
-                    None,
-                ),
-            };
+        // A cas writer that lost a race re-reads here and is told its version no longer matches.
+        self.edit(path, &mut |meta| {
+            let mut m = meta.unwrap_or_else(|| Meta {
+                created_time: now_string(now),
+                ..Meta::default()
+            });
             if (m.cas_required || cfg.cas_required) && cas.is_none() {
                 return Err(KvError::Invalid(
                     "check-and-set parameter required for this call".into(),
@@ -348,52 +354,18 @@ impl<'a> KvEngine<'a> {
             );
             m.current_version = v;
             m.updated_time = now_string(now);
-            if m.oldest_version == 0 {
-                m.oldest_version = v;
-            }
-            let mut ops = vec![
-                TxOp::Check {
-                    key: self.meta_key(path),
-                    expected: expected.clone(),
-                },
-                TxOp::Put {
-                    key: self.version_key(path, v),
-                    value: data_bytes.clone(),
-                },
-            ];
-            // Trim to max_versions: the oldest versions go, data and all.
-            let max = self.effective_max(&m, &cfg);
-            while m.versions.len() as u64 > max {
-                let Some((&old, _)) = m.versions.iter().next() else {
-                    break;
-                };
-                m.versions.remove(&old);
-                ops.push(TxOp::Delete {
-                    key: self.version_key(path, old),
-                });
-            }
-            m.oldest_version = m.versions.keys().next().copied().unwrap_or(v);
-            let meta_bytes = serde_json::to_vec(&m).map_err(|e| KvError::Invalid(e.to_string()))?;
-            ops.push(TxOp::Put {
-                key: self.meta_key(path),
-                value: meta_bytes,
-            });
-            match self.store.transaction(&ops) {
-                Ok(()) => {
-                    return Self::version_meta(&m, v).ok_or(KvError::NotFound);
-                }
-                Err(StoreError::Conflict { .. }) if cas.is_none() => continue,
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(KvError::Invalid(
-                        "check-and-set parameter did not match the current version".into(),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(KvError::Invalid(
-            "too many concurrent writers to this secret; retry".into(),
-        ))
+            let mut ops = vec![TxOp::Put {
+                key: self.version_key(path, v),
+                value: data_bytes.clone(),
+            }];
+            ops.extend(self.trim(path, &mut m, &cfg));
+            let result = Self::version_meta(&m, v).ok_or(KvError::NotFound)?;
+            Ok(Edit::Apply {
+                meta: Some(m),
+                ops,
+                result,
+            })
+        })
     }
 
     /// JSON merge patch (RFC 7386) of the latest version into a new version.
@@ -431,6 +403,7 @@ impl<'a> KvEngine<'a> {
         ))
     }
 
+    /// Changes an existing secret's version table; a missing secret is left alone.
     fn modify_versions(
         &self,
         path: &str,
@@ -438,23 +411,75 @@ impl<'a> KvEngine<'a> {
         f: &dyn Fn(&mut Meta, &mut Vec<TxOp>),
     ) -> Result<(), KvError> {
         validate_path(path)?;
+        self.edit(path, &mut |meta| {
+            let Some(mut m) = meta else {
+                return Ok(Edit::Skip(()));
+            };
+            let mut ops = Vec::new();
+            f(&mut m, &mut ops);
+            m.updated_time = now_string(now);
+            Ok(Edit::Apply {
+                meta: Some(m),
+                ops,
+                result: (),
+            })
+        })
+    }
+
+    /// Removes the oldest versions (data and all) beyond the secret's effective max_versions;
+    /// returns the deletes to add to the transaction.
+    fn trim(&self, path: &str, m: &mut Meta, cfg: &MountConfig) -> Vec<TxOp> {
+        let max = self.effective_max(m, cfg);
+        let mut ops = Vec::new();
+        while m.versions.len() as u64 > max {
+            let Some((&old, _)) = m.versions.iter().next() else {
+                break;
+            };
+            m.versions.remove(&old);
+            ops.push(TxOp::Delete {
+                key: self.version_key(path, old),
+            });
+        }
+        if let Some(&first) = m.versions.keys().next() {
+            m.oldest_version = first;
+        }
+        ops
+    }
+
+    /// Atomic read-modify-write of one secret's metadata plus whatever `f` adds to the same
+    /// transaction, guarded by a check on the metadata and retried when another writer (or node)
+    /// changed it in between. `f` sees the current metadata (`None`: the secret does not exist)
+    /// and may run several times.
+    fn edit<T>(
+        &self,
+        path: &str,
+        f: &mut dyn FnMut(Option<Meta>) -> Result<Edit<T>, KvError>,
+    ) -> Result<T, KvError> {
         for _ in 0..WRITE_RETRIES {
-            let Some((mut m, raw)) = self.load_meta(path)? else {
-                return Ok(());
+            let (meta, expected) = match self.load_meta(path)? {
+                Some((m, raw)) => (Some(m), Some(raw)),
+                None => (None, None),
+            };
+            let (meta, extra, result) = match f(meta)? {
+                Edit::Skip(t) => return Ok(t),
+                Edit::Apply { meta, ops, result } => (meta, ops, result),
             };
             let mut ops = vec![TxOp::Check {
                 key: self.meta_key(path),
-                expected: Some(raw),
+                expected,
             }];
-            f(&mut m, &mut ops);
-            m.updated_time = now_string(now);
-            let meta_bytes = serde_json::to_vec(&m).map_err(|e| KvError::Invalid(e.to_string()))?;
-            ops.push(TxOp::Put {
-                key: self.meta_key(path),
-                value: meta_bytes,
+            ops.extend(extra);
+            ops.push(match meta {
+                Some(m) => TxOp::Put {
+                    key: self.meta_key(path),
+                    value: serde_json::to_vec(&m).map_err(|e| KvError::Invalid(e.to_string()))?,
+                },
+                None => TxOp::Delete {
+                    key: self.meta_key(path),
+                },
             });
             match self.store.transaction(&ops) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(result),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -588,17 +613,12 @@ impl<'a> KvEngine<'a> {
         now: OffsetDateTime,
     ) -> Result<(), KvError> {
         validate_path(path)?;
-        for _ in 0..WRITE_RETRIES {
-            let (mut m, expected) = match self.load_meta(path)? {
-                Some((m, raw)) => (m, Some(raw)),
-                None => (
-                    Meta {
-                        created_time: now_string(now),
-                        ..Meta::default()
-                    },
-                    None,
-                ),
-            };
+        let cfg = self.config()?;
+        self.edit(path, &mut |meta| {
+            let mut m = meta.unwrap_or_else(|| Meta {
+                created_time: now_string(now),
+                ..Meta::default()
+            });
             if let Some(v) = u.max_versions {
                 m.max_versions = v;
             }
@@ -612,69 +632,35 @@ impl<'a> KvEngine<'a> {
                 m.custom_metadata = Some(v.clone());
             }
             m.updated_time = now_string(now);
-            let mut ops = vec![TxOp::Check {
-                key: self.meta_key(path),
-                expected,
-            }];
-            let cfg = self.config()?;
-            let max = self.effective_max(&m, &cfg);
-            while m.versions.len() as u64 > max {
-                let Some((&old, _)) = m.versions.iter().next() else {
-                    break;
-                };
-                m.versions.remove(&old);
-                ops.push(TxOp::Delete {
-                    key: self.version_key(path, old),
-                });
-            }
-            if let Some(&first) = m.versions.keys().next() {
-                m.oldest_version = first;
-            }
-            let meta_bytes = serde_json::to_vec(&m).map_err(|e| KvError::Invalid(e.to_string()))?;
-            ops.push(TxOp::Put {
-                key: self.meta_key(path),
-                value: meta_bytes,
-            });
-            match self.store.transaction(&ops) {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(KvError::Invalid(
-            "too many concurrent writers to this secret; retry".into(),
-        ))
+            let ops = self.trim(path, &mut m, &cfg);
+            Ok(Edit::Apply {
+                meta: Some(m),
+                ops,
+                result: (),
+            })
+        })
     }
 
     /// Deletes the metadata and every version (`DELETE secret/metadata/:path`).
     pub fn delete_all(&self, path: &str) -> Result<(), KvError> {
         validate_path(path)?;
-        for _ in 0..WRITE_RETRIES {
-            let Some((m, raw)) = self.load_meta(path)? else {
-                return Ok(());
+        self.edit(path, &mut |meta| {
+            let Some(m) = meta else {
+                return Ok(Edit::Skip(()));
             };
-            let mut ops = vec![TxOp::Check {
-                key: self.meta_key(path),
-                expected: Some(raw),
-            }];
-            for v in m.versions.keys() {
-                ops.push(TxOp::Delete {
+            let ops = m
+                .versions
+                .keys()
+                .map(|v| TxOp::Delete {
                     key: self.version_key(path, *v),
-                });
-            }
-            ops.push(TxOp::Delete {
-                key: self.meta_key(path),
-            });
-            match self.store.transaction(&ops) {
-                Ok(()) => return Ok(()),
-                // A version was added meanwhile: re-read so its data is deleted too.
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(KvError::Invalid(
-            "too many concurrent writers to this secret; retry".into(),
-        ))
+                })
+                .collect();
+            Ok(Edit::Apply {
+                meta: None,
+                ops,
+                result: (),
+            })
+        })
     }
 
     /// Lists the keys under a folder (`LIST secret/metadata/:prefix`). Empty → NotFound.
