@@ -309,12 +309,24 @@ impl Ca {
 
     /// Generates a subordinate CA signed by `parent`.
     fn signed_by(common_name: &str, org: &str, alg: KeyAlg, path_len: u8, parent: &Ca) -> Ca {
-        let key = alg.generate();
         let params = ca_params(common_name, org, path_len, Duration::days(60));
+        Ca::signed_with(common_name, params, alg, parent)
+    }
+
+    /// Signs a subordinate CA from ready-made `params` with `parent`.
+    fn signed_with(common_name: &str, params: CertificateParams, alg: KeyAlg, parent: &Ca) -> Ca {
+        let key = alg.generate();
         let cert = params
             .signed_by(&key, &parent.issuer)
             .expect("rcgen signs an intermediate CA certificate");
         Ca::from_parts(common_name, params, key, cert.der())
+    }
+
+    /// Issues a leaf from `spec` signed by this CA, whatever `spec.issuer` says. The leaf's
+    /// chain is the leaf followed by this CA's certificate. Nothing stops the leaf from
+    /// outliving this CA: tests of expiry checks need exactly that.
+    pub fn issue(&self, spec: &LeafSpec) -> Leaf {
+        issue_leaf(spec, self, true)
     }
 
     fn from_parts(common_name: &str, params: CertificateParams, key: KeyPair, der: &[u8]) -> Ca {
@@ -549,6 +561,21 @@ impl TestPki {
             IssuerChoice::Root => issue_leaf(spec, &self.root, false),
             IssuerChoice::Foreign => issue_leaf(spec, &self.foreign_ca, false),
         }
+    }
+
+    /// Issues another intermediate CA (P-256, pathlen 0) signed by the root, valid from
+    /// `not_before` to `not_after`: e.g. one that expires before the leaves it issues, for
+    /// expiry checks. Issue leaves from it with [`Ca::issue`].
+    pub fn issue_intermediate(
+        &self,
+        common_name: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Ca {
+        let mut params = ca_params(common_name, "Keep Test PKI", 0, Duration::ZERO);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        Ca::signed_with(common_name, params, KeyAlg::EcdsaP256, &self.root)
     }
 
     /// A fresh intermediate CRL listing exactly `revoked` (this update a minute ago, next
