@@ -3,13 +3,14 @@
 //! Everything `keep certificate …` does lives here, and the server, agent and doctor call the
 //! same functions: key generation and (encrypted) PKCS#8 I/O, certificate profiles, CSRs,
 //! forgiving PEM reading with errors that name the source and line, inspection, chain
-//! verification, and internal-PKI lint rules.
+//! verification, internal-PKI lint rules, and the expiry checks of `keep check expiry`.
 //!
 //! This crate knows nothing of HTTP or of the network.
 #![forbid(unsafe_code)]
 
 pub mod cert;
 pub mod duration;
+pub mod expiry;
 pub mod inspect;
 pub mod key;
 pub mod lint;

@@ -25,6 +25,30 @@ impl Default for Threshold {
     }
 }
 
+impl Threshold {
+    /// How long before `not_after` the threshold is crossed, for a certificate that lives
+    /// `lifetime` (a zero or negative lifetime gives a zero window for percentages).
+    pub fn window(self, lifetime: Duration) -> Duration {
+        match self {
+            Threshold::Remaining(d) => d,
+            Threshold::Percent(p) => {
+                Duration::seconds_f64(lifetime.as_seconds_f64().max(0.0) * p / 100.0)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    /// `33%` (at most one decimal) or a human duration (`30 days`, `4 hours`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threshold::Percent(p) if p.fract() == 0.0 => write!(f, "{p:.0}%"),
+            Threshold::Percent(p) => write!(f, "{p:.1}%"),
+            Threshold::Remaining(d) => f.write_str(&crate::inspect::human_duration(*d)),
+        }
+    }
+}
+
 /// Parses `--expires-in`: a duration (`4h`, `30d`) or a percentage of the lifetime (`33%`).
 pub fn parse_threshold(s: &str) -> Result<Threshold, DurationError> {
     let t = s.trim();
@@ -67,14 +91,7 @@ pub struct RenewalCheck {
 /// Checks `cert` against `threshold` at `now`.
 pub fn check(cert: &Certificate, threshold: Threshold, now: OffsetDateTime) -> RenewalCheck {
     let remaining = cert.not_after - now;
-    let window = match threshold {
-        Threshold::Remaining(d) => d,
-        Threshold::Percent(p) => {
-            let life = cert.lifetime().as_seconds_f64().max(0.0);
-            Duration::seconds_f64(life * p / 100.0)
-        }
-    };
-    let renew_at = cert.not_after - window;
+    let renew_at = cert.not_after - threshold.window(cert.lifetime());
     RenewalCheck {
         needs_renewal: now >= renew_at,
         expired: now >= cert.not_after,
