@@ -573,17 +573,28 @@ pub fn render_text(report: &Report) -> String {
 /// A JSON object: the overall `status` (and its exit `code`), `checked_at`, the thresholds,
 /// `certificates` (an array of [`CertResult`]) and `errors` (an array of [`SourceError`]).
 pub fn render_json(report: &Report) -> String {
-    let v = serde_json::json!({
-        "status": report.status(),
-        "code": report.status().code(),
-        "checked_at": rfc3339(report.checked_at),
-        "warn": report.thresholds.warn.to_string(),
-        "crit": report.thresholds.crit.to_string(),
-        "certificates": report.certificates,
-        "errors": report.errors,
-    });
-    // Serializing a Value built from plain strings and numbers cannot fail.
-    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    /// The top level, in the order people read it (a `json!` map would sort the keys).
+    #[derive(serde::Serialize)]
+    struct Top<'a> {
+        status: Status,
+        code: u8,
+        checked_at: String,
+        warn: String,
+        crit: String,
+        certificates: &'a [CertResult],
+        errors: &'a [SourceError],
+    }
+    let top = Top {
+        status: report.status(),
+        code: report.status().code(),
+        checked_at: rfc3339(report.checked_at),
+        warn: report.thresholds.warn.to_string(),
+        crit: report.thresholds.crit.to_string(),
+        certificates: &report.certificates,
+        errors: &report.errors,
+    };
+    // Plain strings and numbers (finite: percentages are clamped) always serialize.
+    let mut s = serde_json::to_string_pretty(&top).unwrap_or_default();
     s.push('\n');
     s
 }
