@@ -558,18 +558,27 @@ fn sign(a: SignArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Certificates from a file, stdin, or a live endpoint.
-fn load_certs(source: &str) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
-    if let Some(rest) = source.strip_prefix("https://") {
-        let hostport = rest.split('/').next().unwrap_or(rest);
-        let addr = if hostport
+/// The `host:port` to connect to for an `https://host[:port][/path]` source (port 443 when
+/// none is given), or `None` when `source` is not an https URL. `keep check expiry` reads
+/// endpoints the same way.
+pub(crate) fn https_address(source: &str) -> Option<String> {
+    let rest = source.strip_prefix("https://")?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    Some(
+        if hostport
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             hostport.to_owned()
         } else {
             format!("{hostport}:443")
-        };
+        },
+    )
+}
+
+/// Certificates from a file, stdin, or a live endpoint.
+fn load_certs(source: &str) -> anyhow::Result<(Vec<Vec<u8>>, String)> {
+    if let Some(addr) = https_address(source) {
         let presented = keep_tls::probe::fetch_chain(&addr, StdDuration::from_secs(10))?;
         let note = format!(
             "presented by {addr}{} (not verified: use `keep certificate verify` to check trust)",

@@ -5,6 +5,7 @@
 //! | 0 | success (for checks: the check passed, or for `needs-renewal`: renewal is needed) |
 //! | 1 | runtime failure (for checks: the check failed, e.g. `verify` rejected the chain) |
 //! | 2 | `lint` found errors; `needs-renewal`: the certificate file does not exist |
+//! | 2 | `check expiry`: something is critical, or an input could not be checked (1: a warning) |
 //! | 64 | usage or configuration error (bad flags, unreadable input) |
 //! | 255 | `needs-renewal` could not decide (so systemd `ExecCondition=` marks the unit failed) |
 

@@ -7,6 +7,7 @@
 mod agent;
 mod auth;
 mod certificate;
+mod check;
 mod connect;
 mod exit;
 mod files;
@@ -41,6 +42,10 @@ enum Command {
     /// Create, sign, inspect, verify and lint certificates (step-compatible).
     #[command(alias = "cert")]
     Certificate(Box<certificate::Args>),
+    /// Checks for cron, systemd and monitoring; exit 0 ok, 1 warn, 2 crit.
+    ///
+    /// keep check expiry FILE|DIR|https://host:port …: certificate expiry, chain-aware.
+    Check(Box<check::Args>),
     /// Run the mTLS vault server (Vault-compatible API), or initialize / rotate its storage.
     Server(server::Args),
     /// Log in with your client certificate (cert auth); the token is stored in ~/.keep-token.
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Certificate(args) => certificate::run(*args),
+        Command::Check(args) => check::run(*args),
         Command::Server(args) => server::run(args),
         Command::Login(args) => login::run(*args),
         Command::Kv(args) => kv::run(*args),
