@@ -721,6 +721,26 @@ impl VaultClient {
             .map(drop)
     }
 
+    /// `POST pki/renew` (a keep extension): a fresh certificate for the identity of the client
+    /// certificate this connection presents, for the public key in `csr_pem`. No token is
+    /// needed or sent. `data` holds `certificate`, `issuing_ca`, `ca_chain`, `serial_number`
+    /// and `expiration` as for `pki/sign`.
+    pub async fn pki_renew(&self, csr_pem: &str) -> Result<ApiResponse, ClientError> {
+        let body = json!({ "csr": csr_pem });
+        let tokenless = VaultClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            addr: self.addr.clone(),
+            token: None,
+            timeout: self.timeout,
+            cert_file: self.cert_file.clone(),
+            answered: AtomicBool::new(self.answered.load(Ordering::Relaxed)),
+        };
+        tokenless
+            .call(Method::POST, "pki/renew", &[], Some(&body))
+            .await
+    }
+
     /// Sends one request to `/v1/{path}` and turns the answer into an [`ApiResponse`] or a
     /// [`ClientError`].
     async fn call(

@@ -149,6 +149,7 @@ struct RawFile {
 struct RawRenew {
     enabled: Option<bool>,
     at: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,6 +217,29 @@ pub enum PemSource {
 }
 
 impl PemSource {
+    /// The PEM text (a file is read now). For certificates: key bytes are not zeroized here.
+    pub fn read_text(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            PemSource::File { path, .. } => std::fs::read(path),
+            PemSource::Inline { pem, .. } => Ok(pem.expose_secret().as_bytes().to_vec()),
+        }
+    }
+
+    /// The file, when the PEM comes from one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            PemSource::File { path, .. } => Some(path),
+            PemSource::Inline { .. } => None,
+        }
+    }
+
+    /// The config field it was given in (`vault_connection.mtls.cert_file`, …).
+    pub fn field(&self) -> &str {
+        match self {
+            PemSource::File { field, .. } | PemSource::Inline { field, .. } => field,
+        }
+    }
+
     fn input(&self) -> Result<PemInput, keep_tls::server::TlsConfigError> {
         match self {
             PemSource::File { field, path } => PemInput::file(field, path),
@@ -253,6 +277,9 @@ pub struct Renew {
     pub enabled: bool,
     /// Renew at this percentage of the certificate's lifetime (1–99).
     pub at_percent: u8,
+    /// Renew up to this percentage of the lifetime *earlier*, at random (0–50), so that agents
+    /// whose certificates were issued together do not all renew in the same second.
+    pub jitter_percent: u8,
 }
 
 impl Default for Renew {
@@ -261,6 +288,7 @@ impl Default for Renew {
         Renew {
             enabled: true,
             at_percent: 66,
+            jitter_percent: 5,
         }
     }
 }
@@ -269,6 +297,24 @@ impl Mtls {
     /// The TLS client settings: reads the files (or takes the inline PEM) and the key password.
     /// The TLS layer reports unusable material naming the field and file.
     pub fn client_settings(&self) -> Result<ClientSettings, keep_tls::server::TlsConfigError> {
+        self.client_settings_with(None)
+    }
+
+    /// Like [`Mtls::client_settings`], but presenting `renewed` (a certificate and plaintext
+    /// key the agent renewed and holds in memory) instead of the configured ones when given.
+    pub fn client_settings_with(
+        &self,
+        renewed: Option<&crate::renew::Identity>,
+    ) -> Result<ClientSettings, keep_tls::server::TlsConfigError> {
+        if let Some(id) = renewed {
+            return Ok(
+                ClientSettings::new(self.ca.input()?).with_identity(ClientIdentity {
+                    cert: PemInput::inline("renewed client certificate", id.cert_pem.as_bytes()),
+                    key: PemInput::inline("renewed client key", id.key_pem.as_bytes()),
+                    key_password: None,
+                }),
+            );
+        }
         let key_password = match &self.key_password_file {
             Some(p) => Some(keep_pki::key::read_password_file(p).map_err(|e| {
                 keep_tls::server::TlsConfigError::Rustls {
@@ -416,32 +462,51 @@ impl Validator {
         }
         let renew = match raw.renew {
             None => Renew::default(),
-            Some(r) => Renew {
-                enabled: r.enabled.unwrap_or(true),
-                at_percent: match r.at {
-                    None => Renew::default().at_percent,
-                    Some(at) => {
-                        let n = at
-                            .value
-                            .trim()
-                            .trim_end_matches('%')
-                            .trim()
-                            .parse::<u8>()
-                            .ok()
-                            .filter(|n| (1..=99).contains(n));
-                        n.ok_or_else(|| {
+            Some(r) => {
+                let percent = |v: Option<Spanned<String>>,
+                               field: &str,
+                               range: std::ops::RangeInclusive<u8>,
+                               default: u8|
+                 -> Result<u8, ConfigError> {
+                    let Some(v) = v else { return Ok(default) };
+                    v.value
+                        .trim()
+                        .trim_end_matches('%')
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|n| range.contains(n))
+                        .ok_or_else(|| {
                             self.field(
-                                at.defined.line(),
-                                "renew.at",
+                                v.defined.line(),
+                                field,
                                 format!(
-                                    "{:?} is not a percentage of the lifetime; write e.g. 66%",
-                                    at.value
+                                    "{:?} is not a percentage of the lifetime from {}% to {}%; write e.g. {default}%",
+                                    v.value,
+                                    range.start(),
+                                    range.end()
                                 ),
                             )
-                        })?
-                    }
-                },
-            },
+                        })
+                };
+                let d = Renew::default();
+                let at_percent = percent(r.at, "renew.at", 1..=99, d.at_percent)?;
+                let jitter_percent = percent(r.jitter, "renew.jitter", 0..=50, d.jitter_percent)?;
+                if jitter_percent >= at_percent {
+                    return Err(self.field(
+                        0,
+                        "renew.jitter",
+                        format!(
+                            "{jitter_percent}% is not smaller than renew.at ({at_percent}%): renewal could be due at issuance; lower it"
+                        ),
+                    ));
+                }
+                Renew {
+                    enabled: r.enabled.unwrap_or(true),
+                    at_percent,
+                    jitter_percent,
+                }
+            }
         };
         let poll_interval = match raw.poll_interval {
             None => DEFAULT_POLL_INTERVAL,
@@ -876,6 +941,9 @@ mod tests {
         // The same YAML with a `renew` section (DESIGN.md section 6) is accepted too.
         let with_renew = format!("{yaml}renew:\n  enabled: true\n  at: 66%\n");
         assert_eq!(load(&s, &with_renew).unwrap().renew.at_percent, 66);
+        let jittered = format!("{yaml}renew:\n  at: 70%\n  jitter: 10%\n");
+        let r = load(&s, &jittered).unwrap().renew;
+        assert_eq!((r.enabled, r.at_percent, r.jitter_percent), (true, 70, 10));
     }
 
     /// Inline PEM variants that must just work: (name, mtls block).
@@ -1085,6 +1153,16 @@ mod tests {
                 "bad renew",
                 format!("{}renew: {{ at: 150% }}\n", conn(FILES)),
                 vec!["renew.at", "150%"],
+            ),
+            (
+                "renew jitter out of range",
+                format!("{}renew: {{ jitter: 70% }}\n", conn(FILES)),
+                vec!["renew.jitter", "70%", "0% to 50%"],
+            ),
+            (
+                "renew jitter not below at",
+                format!("{}renew: {{ at: 20%, jitter: 30% }}\n", conn(FILES)),
+                vec!["renew.jitter", "30%", "renew.at (20%)"],
             ),
             (
                 "same file twice",

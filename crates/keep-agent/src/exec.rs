@@ -283,11 +283,17 @@ async fn poll(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut backoff = Backoff::for_interval(interval);
+    let mut renewer = crate::renew::Renewer::new(config.renew, &session);
     let mut wait = interval;
     loop {
+        let wait_now = renewer.wait().map_or(wait, |r| wait.min(r));
         tokio::select! {
             _ = &mut stop => break,
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait_now) => {}
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            () = renewer.tick(&mut session) => {}
         }
         let result = tokio::select! {
             _ = &mut stop => break,

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod config;
 pub mod exec;
+pub mod renew;
 pub mod resolver;
 pub mod sidecar;
 pub mod sink;

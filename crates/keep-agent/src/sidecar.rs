@@ -111,6 +111,11 @@ pub struct Session {
     relogin_at_renewal: bool,
     /// The TTL the last login gave, to spot a renewal capped by the max TTL.
     login_ttl: u64,
+    /// A renewed certificate and key held in memory, used instead of the config's: only when
+    /// the config gives them inline (renewed files are written and re-read instead).
+    renewed: Option<Arc<crate::renew::Identity>>,
+    /// Whether the "inline PEM cannot be rewritten" warning was given.
+    warned_inline: bool,
 }
 
 impl Session {
@@ -122,21 +127,90 @@ impl Session {
             renew_at: None,
             relogin_at_renewal: false,
             login_ttl: 0,
+            renewed: None,
+            warned_inline: false,
         }
+    }
+
+    /// The client certificate in use (the renewed one held in memory, else the config's).
+    pub fn current_certificate(
+        &self,
+    ) -> Result<keep_pki::inspect::CertInfo, crate::renew::RenewError> {
+        match &self.renewed {
+            Some(id) => Ok(id.info.clone()),
+            None => crate::renew::current_certificate(&self.config.connection.mtls),
+        }
+    }
+
+    /// Renews the client certificate over mTLS (see [`crate::renew`]), writes the new pair,
+    /// then logs in again with it so the next reads use a token bound to the new certificate.
+    /// Returns the new certificate. The old token is revoked; a failed re-login is left to the
+    /// next fetch, which logs in when it has no token.
+    pub async fn renew_certificate(
+        &mut self,
+    ) -> Result<keep_pki::inspect::CertInfo, crate::renew::RenewError> {
+        let current = self.current_certificate()?;
+        let renewed = match &self.client {
+            Some(client) => crate::renew::renew(client, &current).await?,
+            None => {
+                let client = self
+                    .make_client()
+                    .map_err(|e| crate::renew::RenewError::Request(e.to_string()))?;
+                crate::renew::renew(&client, &current).await?
+            }
+        };
+        let config = self.config.clone();
+        let renewed = Arc::new(renewed);
+        let id = renewed.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            crate::renew::persist(&config.connection.mtls, &id)
+        })
+        .await
+        .map_err(|e| crate::renew::RenewError::Write(e.to_string()))??;
+        let info = renewed.info.clone();
+        if written {
+            // The files are the source of truth again (re-read at each login).
+            self.renewed = None;
+        } else {
+            if !self.warned_inline {
+                tracing::warn!(
+                    "the client certificate and key are inline in the config (cert_pem/key_pem): the renewed pair is kept in memory only, and a restarted agent uses the config's again; use cert_file/key_file for renewals that survive restarts"
+                );
+                self.warned_inline = true;
+            }
+            self.renewed = Some(renewed);
+        }
+        tracing::info!(
+            serial = %info.serial,
+            not_after = %info.not_after,
+            subject = %info.subject,
+            files_written = written,
+            "renewed the client certificate (new key)"
+        );
+        // Tokens are bound to the certificate they were issued to: log in with the new one.
+        self.revoke_quietly().await;
+        if let Err(e) = self.login().await {
+            tracing::warn!(error = %e, "logging in with the renewed certificate failed; retrying at the next read");
+        }
+        Ok(info)
+    }
+
+    fn make_client(&self) -> Result<VaultClient, AgentError> {
+        let conn = &self.config.connection;
+        let settings = conn.mtls.client_settings_with(self.renewed.as_deref())?;
+        VaultClient::new(ClientConfig::new(conn.url.clone(), settings)).map_err(|source| {
+            AgentError::Client {
+                doing: "setting up the vault client".into(),
+                source,
+            }
+        })
     }
 
     /// Logs in with the client certificate. The TLS material is read again each time so that
     /// a certificate renewed on disk is used from the next login on.
     async fn login(&mut self) -> Result<(), AgentError> {
         let conn = &self.config.connection;
-        let settings = conn.mtls.client_settings()?;
-        let client =
-            VaultClient::new(ClientConfig::new(conn.url.clone(), settings)).map_err(|source| {
-                AgentError::Client {
-                    doing: "setting up the vault client".into(),
-                    source,
-                }
-            })?;
+        let client = self.make_client()?;
         let role = conn.role.as_deref();
         let login = client
             .login(role)
@@ -352,6 +426,23 @@ impl Backoff {
         step.mul_f64(0.5 + fraction / 2.0)
     }
 
+    /// Backoff from `first` doubling up to `cap`, each step jittered as [`Backoff::next_delay`]
+    /// says.
+    pub fn between(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            first,
+            cap: cap.max(first),
+            next: first,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    /// The longest step.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
     /// Back to the first step after a success.
     pub fn reset(&mut self) {
         self.next = self.first;
@@ -366,7 +457,12 @@ pub async fn run(config: Arc<AgentConfig>, interval: Duration, shutdown: impl Fu
     let mut session = Session::new(config.clone());
     let mut written: Vec<Option<u64>> = vec![None; config.secrets.len()];
     let mut backoff = Backoff::for_interval(interval);
+    let mut renewer = crate::renew::Renewer::new(config.renew, &session);
     loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = renewer.tick(&mut session) => {}
+        }
         let wait = tokio::select! {
             () = &mut shutdown => break,
             r = round(&mut session, &config, &mut written) => match r {
@@ -388,6 +484,7 @@ pub async fn run(config: Arc<AgentConfig>, interval: Duration, shutdown: impl Fu
                 }
             },
         };
+        let wait = renewer.wait().map_or(wait, |r| wait.min(r));
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(wait) => {}

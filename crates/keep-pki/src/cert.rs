@@ -682,6 +682,43 @@ pub fn create_csr(req: &CertRequest, key: &PrivateKey) -> Result<String, CertErr
     Ok(pem::encode("CERTIFICATE REQUEST", csr.der()))
 }
 
+/// Makes a PEM CSR asking for exactly the identity of the certificate `current` (its subject
+/// common name and every DNS, IP, URI and email SAN, nothing added), signed by a new `key`:
+/// the request an agent sends to renew (`POST /v1/pki/renew`). Unlike [`create_csr`] no
+/// name is derived from another, so the server sees the same names it issued.
+pub fn renewal_csr(
+    current: &crate::inspect::CertInfo,
+    key: &PrivateKey,
+) -> Result<String, CertError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(cn) = &current.common_name {
+        dn.push(DnType::CommonName, cn.clone());
+    }
+    params.distinguished_name = dn;
+    let sans = &current.sans;
+    for v in sans
+        .dns
+        .iter()
+        .chain(&sans.ip)
+        .chain(&sans.uri)
+        .chain(&sans.email)
+    {
+        params.subject_alt_names.push(parse_san(v)?);
+    }
+    if params.subject_alt_names.is_empty() && current.common_name.is_none() {
+        return Err(CertError::Usage(
+            "the certificate has neither a common name nor a SAN to renew".into(),
+        ));
+    }
+    params.is_ca = IsCa::NoCa;
+    params.use_authority_key_identifier_extension = false;
+    let csr = params
+        .serialize_request(key.key_pair())
+        .map_err(|e| CertError::Build(e.to_string()))?;
+    Ok(pem::encode("CERTIFICATE REQUEST", csr.der()))
+}
+
 /// Options for signing a CSR (`keep certificate sign`).
 #[derive(Clone, Debug)]
 pub struct SignOptions {

@@ -41,6 +41,21 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// The key type keep would make for a key like `public` (a certificate's subject key, as
+    /// [`crate::inspect`] describes it), so a renewal keeps the algorithm; `None` for keys keep
+    /// cannot make (P-521, DSA, odd RSA sizes).
+    pub fn like(public: &crate::inspect::PublicKeyInfo) -> Option<KeyType> {
+        match (public.algorithm.as_str(), public.curve.as_deref()) {
+            ("ECDSA", Some("P-256")) => Some(KeyType::EcP256),
+            ("ECDSA", Some("P-384")) => Some(KeyType::EcP384),
+            ("Ed25519", _) => Some(KeyType::Ed25519),
+            ("RSA", _) if matches!(public.bits, 2048 | 3072 | 4096) => {
+                Some(KeyType::Rsa { bits: public.bits })
+            }
+            _ => None,
+        }
+    }
+
     /// Resolves step-style `--kty/--curve/--size` flags into a key type.
     ///
     /// `kty` is `EC` (default), `OKP` or `RSA`; `curve` is `P-256` (default for EC), `P-384`
