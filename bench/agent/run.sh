@@ -11,8 +11,12 @@ repo="$(cd "$here/../.." && pwd)"
 rounds="${1:-40}"
 python="${KEEP_TEST_PYTHON:-/var/tmp/keep-venv/bin/python}"
 
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p keep
-keep="${CARGO_TARGET_DIR:-$repo/target}/release/keep"
+if [ -n "${KEEP_BIN:-}" ]; then
+  keep="$KEEP_BIN"   # another build to compare (e.g. target/lto-trial/keep)
+else
+  cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p keep
+  keep="${CARGO_TARGET_DIR:-$repo/target}/release/keep"
+fi
 
 work="$(mktemp -d /dev/shm/keep-bench.XXXXXX 2>/dev/null || mktemp -d)"
 server_pid=""; agent_pid=""
@@ -105,6 +109,12 @@ echo "## keep agent sidecar, idle (2 secrets, file sinks, default poll interval)
 for _ in $(seq 100); do [ -s sinks/search.env ] && break; sleep 0.1; done
 sleep 5
 grep -E 'VmRSS|RssAnon|RssFile|VmHWM|Threads' "/proc/$agent_pid/status" | tr -s ' \t' ' '
+# RSS counts every page of the binary faulted in since start (the kernel maps 64 KiB around
+# each fault), shared with other keep processes and reclaimable. The working set: pages
+# referenced during one idle poll after clearing the referenced bits.
+echo 1 > "/proc/$agent_pid/clear_refs"
+sleep "${IDLE_WINDOW:-35}"
+awk '/^Referenced:/{r+=$2} /^Anonymous:/{a+=$2} END{printf "working set over the idle window: %d kB referenced (%d kB anonymous)\n", r, a}' "/proc/$agent_pid/smaps"
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
 echo "binary size: $(stat -c %s "$keep") bytes"
 } | tee "$out"

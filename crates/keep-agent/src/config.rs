@@ -344,6 +344,19 @@ impl AgentConfig {
         Self::from_yaml(&text, path)
     }
 
+    /// For `keep agent`, which has nothing to do without secrets: an error naming `secrets`
+    /// when the list is missing or empty.
+    pub fn require_secrets(&self) -> Result<(), ConfigError> {
+        if self.secrets.is_empty() {
+            return Err(ConfigError::Missing {
+                path: self.path.clone(),
+                field: "secrets".into(),
+                hint: "list at least one secret, e.g. `- path: openclaw/llm`".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Validates YAML text as if read from `path` (relative paths resolve against its
     /// directory; file checks such as the key file's mode happen here).
     pub fn from_yaml(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
@@ -432,13 +445,9 @@ impl Validator {
         })?;
         let mtls = self.mtls(mtls)?;
 
+        // May be empty: `keep openclaw-resolver` needs only the connection. `keep agent`
+        // insists on at least one entry ([`AgentConfig::require_secrets`]).
         let raw_secrets = raw.secrets.unwrap_or_default();
-        if raw_secrets.is_empty() {
-            return Err(self.missing(
-                "secrets",
-                "list at least one secret, e.g. `- path: openclaw/llm`",
-            ));
-        }
         let mut secrets = Vec::with_capacity(raw_secrets.len());
         for (i, s) in raw_secrets.into_iter().enumerate() {
             secrets.push(self.secret(i, s)?);
@@ -1179,7 +1188,8 @@ mod tests {
             ),
         ];
         for (name, yaml, wants) in cases {
-            match load(&s, &yaml) {
+            // `keep agent` also insists on secrets (the resolver does not).
+            match load(&s, &yaml).and_then(|c| c.require_secrets().map(|()| c)) {
                 Ok(c) if wants.is_empty() => {
                     // Accepted at load; the missing file is reported by the TLS layer with
                     // its field.

@@ -97,6 +97,7 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     crate::logging::init();
     let config = AgentConfig::load(&args.config).map_err(|e| usage(e.to_string()))?;
+    config.require_secrets().map_err(|e| usage(e.to_string()))?;
     // The TLS material is checked once up front so that a broken key is a config error
     // (exit 64) in every mode, not something the sidecar retries forever.
     let settings = config

@@ -166,27 +166,10 @@ fn answer(response: &Response) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Loads the agent config. The resolver needs only `vault_connection`, but the loader insists
-/// on a `secrets` list (it is `keep agent`'s); a config without one gets a placeholder entry
-/// so a resolver-only config need not invent one.
+/// Loads the agent config; the resolver uses only `vault_connection` (a `secrets` list, which
+/// `keep agent` needs, may be absent).
 fn load_config(path: &Path) -> Result<AgentConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    match AgentConfig::from_yaml(&text, path) {
-        Err(ConfigError::Missing { field, .. })
-            if field == "secrets" && !text.lines().any(|l| l.starts_with("secrets:")) =>
-        {
-            let mut patched = text;
-            if !patched.ends_with('\n') {
-                patched.push('\n');
-            }
-            patched.push_str("secrets:\n  - path: unused-by-openclaw-resolver\n");
-            AgentConfig::from_yaml(&patched, path)
-        }
-        other => other,
-    }
+    AgentConfig::load(path)
 }
 
 /// Logging only when asked for (`KEEP_LOG`), to stderr: OpenClaw ignores stderr, but a quiet
