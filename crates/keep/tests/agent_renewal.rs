@@ -36,7 +36,12 @@ fn lab_with_pki() -> Lab {
     // The paths are only known once the lab exists: build it once to learn its PKI files'
     // names (TestPki writes the same names in every lab), then point `pki:` at them.
     let probe = Lab::new(bin);
-    let cert = probe.files.intermediate_cert.file_name().unwrap().to_owned();
+    let cert = probe
+        .files
+        .intermediate_cert
+        .file_name()
+        .unwrap()
+        .to_owned();
     let key = probe.files.intermediate_key.file_name().unwrap().to_owned();
     drop(probe);
     Lab::with_config(
@@ -88,7 +93,10 @@ fn provision(lab: &Lab, ttl: &str) -> String {
     let mut chain = data["certificate"].as_str().unwrap().to_owned();
     chain.push_str(data["issuing_ca"].as_str().unwrap());
     std::fs::write(dir.join("agent.crt"), chain).unwrap();
-    write_0600(&dir.join("agent.key"), data["private_key"].as_str().unwrap());
+    write_0600(
+        &dir.join("agent.key"),
+        data["private_key"].as_str().unwrap(),
+    );
     data["serial_number"].as_str().unwrap().to_owned()
 }
 
@@ -178,7 +186,10 @@ fn a_sidecar_with_a_60_second_certificate_renews_it_repeatedly_without_a_failed_
         {
             Some(v) => {
                 let n: u32 = v.trim_start_matches('v').parse().unwrap();
-                assert!(n >= newest_seen, "the file went back from v{newest_seen} to {v}");
+                assert!(
+                    n >= newest_seen,
+                    "the file went back from v{newest_seen} to {v}"
+                );
                 newest_seen = n;
             }
             None => failed_reads.push(start.elapsed()),
@@ -192,14 +203,21 @@ fn a_sidecar_with_a_60_second_certificate_renews_it_repeatedly_without_a_failed_
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = agent.log();
-    assert!(failed_reads.is_empty(), "failed reads at {failed_reads:?}\n{log}");
+    assert!(
+        failed_reads.is_empty(),
+        "failed reads at {failed_reads:?}\n{log}"
+    );
     assert!(reads > 1000, "only {reads} reads");
     assert!(
         serials.len() >= 3,
         "expected at least two renewals (3 serials), saw {serials:?}\nagent log:\n{log}\nserver log:\n{}",
         server.log()
     );
-    assert!(keys.len() >= 3, "each renewal must bring a new key: {} keys", keys.len());
+    assert!(
+        keys.len() >= 3,
+        "each renewal must bring a new key: {} keys",
+        keys.len()
+    );
     assert!(
         log.matches("renewed the client certificate").count() >= 2,
         "{log}"
@@ -216,7 +234,10 @@ fn a_sidecar_with_a_60_second_certificate_renews_it_repeatedly_without_a_failed_
         if now["api_key"] == format!("v{written}") {
             break;
         }
-        assert!(Instant::now() < deadline, "last change v{written} not in the file: {now}\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "last change v{written} not in the file: {now}\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The renewed key file stays owner-only, and the pair on disk matches.
@@ -263,12 +284,13 @@ fn renewal_failures_are_retried_and_an_expired_certificate_is_reported_loudly() 
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let log = agent.log();
-        if log.contains("could not renew the client certificate")
-            && log.contains("HAS EXPIRED")
-        {
+        if log.contains("could not renew the client certificate") && log.contains("HAS EXPIRED") {
             break;
         }
-        assert!(Instant::now() < deadline, "no renewal warnings/errors:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no renewal warnings/errors:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = agent.log();
