@@ -12,5 +12,6 @@ pub mod auth;
 pub mod config;
 pub mod kv;
 pub mod policy;
+pub mod provision;
 pub mod server;
 pub mod state;
