@@ -9,8 +9,10 @@ mod auth;
 mod certificate;
 mod check;
 mod connect;
+mod demo;
 mod exit;
 mod files;
+mod init;
 mod kv;
 mod logging;
 mod login;
@@ -39,6 +41,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run keep's main job in a temporary lab and clean up: a vault, and an agent reading its
+    /// secret over mTLS as a file, an environment variable and OpenClaw's exec provider.
+    Demo(demo::Args),
+    /// Create a complete lab: offline root, intermediate, vault and agent certificates, server
+    /// and agent configs, and an initialized, provisioned storage.
+    Init(Box<init::Args>),
     /// Create, sign, inspect, verify and lint certificates (step-compatible).
     #[command(alias = "cert")]
     Certificate(Box<certificate::Args>),
@@ -82,6 +90,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Init(args) => init::run(*args),
         Command::Certificate(args) => certificate::run(*args),
         Command::Check(args) => check::run(*args),
         Command::Server(args) => server::run(args),
