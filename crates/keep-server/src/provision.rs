@@ -124,7 +124,11 @@ mod tests {
         let roles = crate::auth::RoleCache::default();
         assert!(roles.all(&store).unwrap().contains_key("agents"));
         let v = crate::kv::KvEngine::new(&store, "secret")
-            .read("agents/agent-01/demo", None, time::OffsetDateTime::now_utc())
+            .read(
+                "agents/agent-01/demo",
+                None,
+                time::OffsetDateTime::now_utc(),
+            )
             .unwrap();
         assert_eq!(v.data["api_key"], "demo");
 
