@@ -21,17 +21,24 @@ pub fn refused_for_address<'a>(
     from: Option<SocketAddr>,
     only_tokenless: bool,
 ) -> Vec<&'a Arc<CompiledRole>> {
-    let facts = ChainFacts::of(peer);
     let ip = from.map(|a| a.ip());
     let candidates: Vec<&Arc<CompiledRole>> = match name.filter(|n| !n.is_empty()) {
         Some(n) => roles.get(n).into_iter().collect(),
         None => roles.values().collect(),
     };
-    candidates
+    // Cheap checks first: most refusals involve no role with CIDRs at all, and then the
+    // chain is not even looked at.
+    let refusing_address: Vec<&Arc<CompiledRole>> = candidates
         .into_iter()
         .filter(|r| !only_tokenless || r.role.allow_tokenless)
-        .filter(|r| !r.role.token_bound_cidrs.is_empty())
         .filter(|r| r.address_allowed(ip) == Err(Mismatch::Cidr))
+        .collect();
+    if refusing_address.is_empty() {
+        return refusing_address;
+    }
+    let facts = ChainFacts::of(peer);
+    refusing_address
+        .into_iter()
         .filter(|r| r.matches_certificate(peer, &facts).is_ok())
         .collect()
 }

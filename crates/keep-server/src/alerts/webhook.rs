@@ -8,6 +8,7 @@
 //! the failure is logged (receiver origin only: webhook URLs often carry a secret in their
 //! path) and counted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -30,6 +31,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct Queue {
     tx: mpsc::Sender<String>,
+    /// Alerts dropped so far, to log the 1st, 2nd, 4th, 8th, … drop rather than every one.
+    dropped: AtomicU64,
 }
 
 impl Queue {
@@ -38,14 +41,18 @@ impl Queue {
     pub(crate) fn offer(&self, json: String) {
         if let Err(e) = self.tx.try_send(json) {
             metrics::counter!(super::WEBHOOK_DROPPED).increment(1);
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "the delivery queue is full",
-                mpsc::error::TrySendError::Closed(_) => "the delivery task has stopped",
-            };
-            tracing::warn!(
-                why,
-                "security alert not sent to the webhook; it is in the security event log"
-            );
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "the delivery queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the delivery task has stopped",
+                };
+                tracing::warn!(
+                    why,
+                    dropped_so_far = dropped,
+                    "security alert not sent to the webhook; it is in the security event log"
+                );
+            }
         }
     }
 }
@@ -93,7 +100,10 @@ pub(crate) fn build(config: &WebhookConfig) -> Result<(Queue, Worker), AlertsErr
         .map_err(|e| AlertsError::WebhookClient(e.without_url().to_string()))?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     Ok((
-        Queue { tx },
+        Queue {
+            tx,
+            dropped: AtomicU64::new(0),
+        },
         Worker {
             rx,
             client,
