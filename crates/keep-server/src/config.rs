@@ -64,6 +64,7 @@ struct RawConfig {
     listener: Option<RawListener>,
     storage: Option<RawStorage>,
     seal: Option<RawSeal>,
+    alerts: Option<crate::alerts::config::RawAlerts>,
     #[serde(default)]
     admins: Vec<RawAdmin>,
     audit: Option<RawAudit>,
@@ -194,13 +195,19 @@ pub struct ServerConfig {
     pub sqlite_path: PathBuf,
     /// Unseal source.
     pub seal: SealSource,
+    /// Security alerts: detector thresholds and the optional webhook.
+    pub alerts: crate::alerts::config::AlertsConfig,
     /// Operator identities.
     pub admins: Vec<AdminIdentity>,
     /// The audit log file (JSON lines, secrets HMAC'd); `None` = no audit log.
     pub audit_file: Option<PathBuf>,
 }
 
-fn parse_duration(v: &Spanned<String>, field: &str, path: &Path) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration(
+    v: &Spanned<String>,
+    field: &str,
+    path: &Path,
+) -> Result<Duration, ConfigError> {
     keep_pki::duration::parse_duration(&v.value)
         .ok()
         .and_then(|d| {
@@ -393,6 +400,8 @@ impl ServerConfig {
             }
         };
 
+        let alerts = crate::alerts::config::validate(raw.alerts, path, &resolve)?;
+
         let mut admins = Vec::new();
         for (i, a) in raw.admins.into_iter().enumerate() {
             match (a.common_name, a.uri_san) {
@@ -417,6 +426,7 @@ impl ServerConfig {
             limits,
             sqlite_path,
             seal,
+            alerts,
             admins,
             audit_file: raw.audit.map(|a| resolve(&a.file)),
         })

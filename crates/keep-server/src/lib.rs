@@ -6,6 +6,7 @@
 //! listener wired to the router, init, unseal, rotate).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -54,6 +54,9 @@ pub enum ServerError {
         "cannot open the audit log: {0}; fix: check `audit.file` and that its directory is writable"
     )]
     Audit(String),
+    /// The `alerts` section cannot be set up (the webhook's CA file, say).
+    #[error("{0}")]
+    Alerts(#[from] crate::alerts::AlertsError),
     /// Storage already initialized (for `init`).
     #[error(
         "{path} is already initialized; nothing was changed (to start over, move the database and the unseal material away)"
@@ -154,6 +157,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             let handle = PrometheusBuilder::new().install_recorder().ok();
             // Registers every handshake-failure reason at 0, so rate() alerts see the first one.
             keep_tls::counters::describe();
+            crate::alerts::describe_metrics();
             handle
         })
         .clone()
@@ -176,7 +180,10 @@ pub fn prepare(
     config: &ServerConfig,
     prompt: &dyn Fn(&str) -> Result<SecretString, String>,
 ) -> Result<Prepared, ServerError> {
-    let events: SharedSink = Arc::new(JsonLinesSink::stderr());
+    // Alerts are written to the plain sink; the listener's sink also feeds the detectors.
+    let stderr: SharedSink = Arc::new(JsonLinesSink::stderr());
+    let alerts = crate::alerts::Alerts::new(&config.alerts, stderr.clone())?;
+    let events: SharedSink = Arc::new(crate::alerts::AlertingSink::new(stderr, alerts.clone()));
     let tls = ReloadableTls::new(config.tls.clone(), events.clone())?;
     let store = open_storage(config)?;
     let status = seal::status(&store)?;
@@ -201,6 +208,7 @@ pub fn prepare(
         )
     };
     state.metrics = metrics_handle();
+    state.alerts = alerts;
     state.audit_file = config.audit_file.clone();
     state
         .open_audit()
@@ -228,6 +236,7 @@ pub async fn serve(
     } = prepared;
     let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
     let _sighup = tls.reload_on_sighup().ok();
+    state.alerts.start_webhook();
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }

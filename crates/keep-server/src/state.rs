@@ -30,6 +30,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Renders `/v1/sys/metrics?format=prometheus`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Security alerts (unexpected source addresses are raised from the auth paths).
+    pub alerts: crate::alerts::Alerts,
     /// `sqlite`, `memory`, … for seal-status.
     pub storage_type: &'static str,
     /// Cert auth roles, compiled once.
@@ -56,6 +58,7 @@ impl AppState {
             admins,
             limits,
             metrics: None,
+            alerts: Default::default(),
             storage_type,
             roles: Default::default(),
             policies: Default::default(),
@@ -77,6 +80,7 @@ impl AppState {
             admins,
             limits,
             metrics: None,
+            alerts: Default::default(),
             storage_type,
             roles: Default::default(),
             policies: Default::default(),

@@ -6,6 +6,9 @@
 //!  "subject":"CN=agent-07","serial":"3a:f2:…","fingerprint":"9c1e…"}
 //! {"time":"…","event":"tls_reload_failed","field":"cert_file","file":"/etc/keep/vault.crt",
 //!  "detail":"`cert_file` (file /etc/keep/vault.crt), line 1: …; fix: …"}
+//! {"time":"…","event":"security_alert","alert":"handshake_failure_spike","severity":"warning",
+//!  "summary":"21 TLS handshakes failed with reason unknown_ca in 60s …","reason":"unknown_ca",
+//!  "count":21,"window_seconds":60,"threshold":20}
 //! ```
 //!
 //! `subject`, `serial` and `fingerprint` describe the certificate the client *presented*: for a
@@ -17,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,6 +49,9 @@ pub enum EventKind {
     /// New TLS material could not be loaded; the last good config stays in use
     /// (`"event":"tls_reload_failed"`).
     TlsReloadFailed(ReloadFailure),
+    /// A security alert the server computed from its own events: a spike of handshake
+    /// failures, a certificate used from an unexpected address, … (`"event":"security_alert"`).
+    SecurityAlert(Alert),
 }
 
 /// A failed handshake.
@@ -84,6 +90,133 @@ pub struct ReloadFailure {
     pub detail: String,
 }
 
+/// What an [`Alert`] is about. The snake_case names are the `alert` field of the event and the
+/// `kind` label of `keep_security_alerts_total`; they are part of keep's monitoring contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// More handshakes than the threshold failed with one reason within the window.
+    HandshakeFailureSpike,
+    /// A certificate was used from an address outside its role's `token_bound_cidrs`, or
+    /// other than the one it is pinned to.
+    UnexpectedSourceAddress,
+    /// A client presented an expired or revoked certificate.
+    ExpiredOrRevokedCert,
+    /// A certificate renewal was refused or failed.
+    RenewalFailures,
+}
+
+impl AlertKind {
+    /// Every kind, for pre-registering metric series and for tests.
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::HandshakeFailureSpike,
+        AlertKind::UnexpectedSourceAddress,
+        AlertKind::ExpiredOrRevokedCert,
+        AlertKind::RenewalFailures,
+    ];
+
+    /// The label value (`handshake_failure_spike`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::HandshakeFailureSpike => "handshake_failure_spike",
+            AlertKind::UnexpectedSourceAddress => "unexpected_source_address",
+            AlertKind::ExpiredOrRevokedCert => "expired_or_revoked_cert",
+            AlertKind::RenewalFailures => "renewal_failures",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an [`Alert`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Something is wrong and needs a look (a misconfigured client, a missed renewal).
+    Warning,
+    /// A key may be in the wrong hands: act now.
+    Critical,
+}
+
+/// A security alert: what a SIEM needs to route and act on it without parsing prose.
+///
+/// Only `alert`, `severity` and `summary` are always present; the other fields appear when
+/// they apply to the kind. Like [`HandshakeFailure`], certificate fields of an alert raised
+/// from a failed handshake describe the certificate the client *presented*.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Alert {
+    /// What the alert is about.
+    pub alert: AlertKind,
+    /// How urgent it is.
+    pub severity: Severity,
+    /// One human line: what happened and the fix.
+    pub summary: String,
+    /// The handshake failure reason (spikes, expired/revoked) or why a renewal failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How many events the alert covers: failures in the window for a spike; attempts since
+    /// the last alert for the same certificate for the rate-limited kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The spike detector's window, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u64>,
+    /// The spike detector's threshold (more than this many failures in the window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+    /// The client's address and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<SocketAddr>,
+    /// The client's IP address (the peer without its port), for SIEM rules on addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    /// Subject (RFC 4514) of the certificate concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Serial (colon-separated hex) of the certificate concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// SHA-256 fingerprint (hex) of the certificate concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The cert auth role concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The CIDRs the certificate may be used from (`token_bound_cidrs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_cidrs: Vec<String>,
+    /// The address the certificate is pinned to (`pin_first_seen_address`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_address: Option<IpAddr>,
+}
+
+impl Alert {
+    /// An alert with only its kind, severity and summary; set the other fields as they apply.
+    pub fn new(alert: AlertKind, severity: Severity, summary: impl Into<String>) -> Self {
+        Alert {
+            alert,
+            severity,
+            summary: summary.into(),
+            reason: None,
+            count: None,
+            window_seconds: None,
+            threshold: None,
+            peer: None,
+            source_ip: None,
+            subject: None,
+            serial: None,
+            fingerprint: None,
+            role: None,
+            expected_cidrs: Vec::new(),
+            pinned_address: None,
+        }
+    }
+}
+
 impl SecurityEvent {
     /// An event stamped with the current time.
     pub fn now(kind: EventKind) -> Self {
@@ -106,7 +239,7 @@ impl SecurityEvent {
     pub fn as_handshake_failure(&self) -> Option<&HandshakeFailure> {
         match &self.kind {
             EventKind::TlsHandshakeFailure(f) => Some(f),
-            EventKind::TlsReloadFailed(_) => None,
+            EventKind::TlsReloadFailed(_) | EventKind::SecurityAlert(_) => None,
         }
     }
 
@@ -114,7 +247,15 @@ impl SecurityEvent {
     pub fn as_reload_failure(&self) -> Option<&ReloadFailure> {
         match &self.kind {
             EventKind::TlsReloadFailed(f) => Some(f),
-            EventKind::TlsHandshakeFailure(_) => None,
+            EventKind::TlsHandshakeFailure(_) | EventKind::SecurityAlert(_) => None,
+        }
+    }
+
+    /// The security alert inside, if this is one.
+    pub fn as_alert(&self) -> Option<&Alert> {
+        match &self.kind {
+            EventKind::SecurityAlert(a) => Some(a),
+            EventKind::TlsHandshakeFailure(_) | EventKind::TlsReloadFailed(_) => None,
         }
     }
 }
@@ -284,6 +425,34 @@ mod tests {
         assert_eq!(v["file"], "/etc/keep/vault.crt");
         assert_eq!(v["field"], "cert_file");
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn security_alert_json_line() {
+        let mut a = Alert::new(
+            AlertKind::UnexpectedSourceAddress,
+            Severity::Critical,
+            "used from elsewhere",
+        );
+        a.peer = Some("10.9.9.9:5000".parse().unwrap());
+        a.source_ip = Some("10.9.9.9".parse().unwrap());
+        a.role = Some("agents".into());
+        a.expected_cidrs = vec!["10.0.0.0/24".into()];
+        let e = SecurityEvent {
+            time: time::macros::datetime!(2026-11-28 10:00:00 UTC),
+            kind: EventKind::SecurityAlert(a),
+        };
+        assert_eq!(
+            e.to_json_line(),
+            r#"{"time":"2026-11-28T10:00:00Z","event":"security_alert","alert":"unexpected_source_address","severity":"critical","summary":"used from elsewhere","peer":"10.9.9.9:5000","source_ip":"10.9.9.9","role":"agents","expected_cidrs":["10.0.0.0/24"]}"#
+        );
+        assert!(e.as_alert().is_some() && e.as_handshake_failure().is_none());
+        for k in AlertKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&k).ok(),
+                Some(format!("\"{}\"", k.as_str()))
+            );
+        }
     }
 
     #[test]

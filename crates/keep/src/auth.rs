@@ -119,6 +119,10 @@ struct WriteArgs {
     /// certificate matches it (no bearer secret at all).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     allow_tokenless: Option<bool>,
+    /// Pin each certificate to the address it first logs in from: later logins and token uses
+    /// from elsewhere are refused and raise an `unexpected_source_address` security alert.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pin_first_seen_address: Option<bool>,
     /// Allow a role with no name constraint: every certificate that chains to its CA may log
     /// in with it.
     #[arg(long)]
@@ -179,6 +183,7 @@ impl WriteArgs {
         for (k, v) in [
             ("token_no_default_policy", self.token_no_default_policy),
             ("allow_tokenless", self.allow_tokenless),
+            ("pin_first_seen_address", self.pin_first_seen_address),
         ] {
             if let Some(v) = v {
                 m.insert(k.into(), Value::from(v));

@@ -583,6 +583,20 @@ fn agent_logs_in_and_a_templated_policy_confines_it() {
     assert_eq!(role["token_policies"], serde_json::json!(["agents"]));
     assert_eq!(role["token_ttl"], 3600);
     assert_eq!(role["token_max_ttl"], 7200);
+    assert_eq!(role["pin_first_seen_address"], false);
+    // keep's pin_first_seen_address round-trips (and is switched off again for the agent
+    // logins below, which all come from 127.0.0.1 anyway).
+    for (flag, want) in [
+        ("--pin-first-seen-address", true),
+        ("--pin-first-seen-address=false", false),
+    ] {
+        ok(&lab.cli(&admin, &["auth", "cert", "write", "agents", flag]));
+        let role = json(&lab.cli(
+            &admin,
+            &["auth", "cert", "read", "agents", "--format", "json"],
+        ));
+        assert_eq!(role["pin_first_seen_address"], want, "{flag}");
+    }
     let roles = json(&lab.cli(&admin, &["auth", "cert", "list", "--format", "json"]));
     assert_eq!(roles, serde_json::json!(["agents"]));
 

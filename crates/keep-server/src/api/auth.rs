@@ -153,6 +153,7 @@ fn role_json(r: &Role) -> Value {
         "token_no_default_policy": r.token_no_default_policy,
         "token_type": "service",
         "allow_tokenless": r.allow_tokenless,
+        "pin_first_seen_address": r.pin_first_seen_address,
     })
 }
 
@@ -173,6 +174,7 @@ pub async fn login(
     let peer = caller.map(|c| c.0.0.clone()).ok_or_else(|| {
         ApiError::client(StatusCode::BAD_REQUEST, "no client certificate supplied")
     })?;
+    let from = addr.as_ref().map(|a| a.0.0);
     let ip = addr.map(|a| a.0.0.ip());
     let store = state.store().ok_or_else(ApiError::sealed)?;
     let st = state.clone();
@@ -183,6 +185,8 @@ pub async fn login(
         blocking(move || {
             let roles = st.roles.all(&*store).map_err(|e| ApiError::internal(e.to_string()))?;
             select_role(&roles, name.as_deref(), &peer, ip, false).map_err(|e| {
+                use crate::alerts::{Access, source};
+                source::on_refusal(&st.alerts, Access::Login, &roles, name.as_deref(), &peer, from, &e);
                 tracing::info!(target: "keep::auth", cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, reason = %e, "cert login refused");
                 ApiError::bad_request(e.to_string())
             })
@@ -192,6 +196,12 @@ pub async fn login(
             let reason = e.errors.first().cloned().unwrap_or_default();
             crate::api::audit_layer::note(|c| c.decision = Some((false, format!("cert login refused: {reason}"))));
         })?
+    };
+    let pinned_address = if role.role.pin_first_seen_address {
+        use crate::alerts::{Access, pin};
+        Some(pin::enforce(&state, &peer, from, &role.name, Access::Login).await?)
+    } else {
+        None
     };
     tracing::info!(target: "keep::auth", role = %role.name, why, cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, "cert login");
     crate::api::audit_layer::note(|c| {
@@ -227,6 +237,7 @@ pub async fn login(
         max_ttl: r.token_max_ttl,
         cert_fingerprint: peer.fingerprint_sha256.clone(),
         bound_cidrs: r.token_bound_cidrs.clone(),
+        pinned_address,
     };
     let (token, e) = blocking(move || {
         Tokens::new(&*store)

@@ -165,9 +165,17 @@ pub async fn principal(
                     .any(|c| crate::auth::role::cidr_contains(c, ip))
             });
             if !ok {
+                state.alerts.outside_bound_cidrs(
+                    crate::alerts::Access::TokenUse,
+                    &peer,
+                    addr.copied(),
+                    &entry.role,
+                    &entry.bound_cidrs,
+                );
                 return Err(ApiError::permission_denied());
             }
         }
+        crate::alerts::pin::check_token(state, &entry, &peer, addr.copied())?;
         audit_layer::note(|c| {
             c.role = Some(entry.role.clone());
             c.accessor = Some(entry.accessor.clone());
@@ -177,16 +185,26 @@ pub async fn principal(
     }
     let st = state.clone();
     let p = peer.clone();
+    let from = addr.copied();
     let chosen = read_now(move || {
         let roles = st
             .roles
             .all(&*store)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(crate::auth::select_role(&roles, None, &p, ip, true).ok())
+        Ok(crate::auth::select_role(&roles, None, &p, ip, true)
+            .inspect_err(|e| {
+                use crate::alerts::{Access, source};
+                source::on_refusal(&st.alerts, Access::Tokenless, &roles, None, &p, from, e);
+            })
+            .ok())
     })
     .await?;
     Ok(match chosen {
         Some((role, _)) => {
+            if role.role.pin_first_seen_address {
+                use crate::alerts::{Access, pin};
+                pin::enforce(state, &peer, from, &role.name, Access::Tokenless).await?;
+            }
             audit_layer::note(|c| {
                 c.role = Some(role.name.clone());
                 c.policies = role.role.policies();

@@ -49,6 +49,12 @@ pub struct Role {
     /// keep extension: a request without a token is authorized by this role's policies when
     /// the connection's certificate matches (no bearer secret at all).
     pub allow_tokenless: bool,
+    /// keep extension: the first address a certificate logs in from with this role is
+    /// remembered, and later logins and token uses of that certificate from any other address
+    /// are refused and raise an `unexpected_source_address` alert. The pin lasts as long as
+    /// the certificate. (`default` so roles stored before the field existed still load.)
+    #[serde(default)]
+    pub pin_first_seen_address: bool,
 }
 
 /// Why a role write was refused (400 with this message).
@@ -127,7 +133,7 @@ fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, RoleInpu
     }
 }
 
-const KNOWN_FIELDS: [&str; 21] = [
+const KNOWN_FIELDS: [&str; 22] = [
     "name",
     "certificate",
     "allowed_common_names",
@@ -149,6 +155,7 @@ const KNOWN_FIELDS: [&str; 21] = [
     "token_no_default_policy",
     "allow_tokenless",
     "token_type",
+    "pin_first_seen_address",
 ];
 
 impl Role {
@@ -221,6 +228,9 @@ impl Role {
         }
         if let Some(v) = boolean(m, "allow_tokenless")? {
             self.allow_tokenless = v;
+        }
+        if let Some(v) = boolean(m, "pin_first_seen_address")? {
+            self.pin_first_seen_address = v;
         }
         // Vault token features keep does not implement: accepted only at their "off" values
         // (hvac always sends them), refused otherwise rather than silently ignored.
@@ -436,6 +446,28 @@ impl CompiledRole {
         facts: &ChainFacts,
         addr: Option<IpAddr>,
     ) -> Result<(), Mismatch> {
+        self.matches_certificate(peer, facts)?;
+        self.address_allowed(addr)
+    }
+
+    /// Whether `addr` is inside `token_bound_cidrs` (always, when the role sets none).
+    pub fn address_allowed(&self, addr: Option<IpAddr>) -> Result<(), Mismatch> {
+        if !self.cidrs.is_empty() {
+            let ok = addr.is_some_and(|a| self.cidrs.iter().any(|c| cidr_contains(*c, a)));
+            if !ok {
+                return Err(Mismatch::Cidr);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every check of [`matches_with`](Self::matches_with) but the source address: chain,
+    /// names, extensions. (Tells a certificate used from the wrong place from a wrong one.)
+    pub fn matches_certificate(
+        &self,
+        peer: &PeerIdentity,
+        facts: &ChainFacts,
+    ) -> Result<(), Mismatch> {
         self.chain_matches(facts)?;
         let r = &self.role;
         let any = |patterns: &[String], values: &[String]| {
@@ -468,12 +500,6 @@ impl CompiledRole {
         for ext in &r.required_extensions {
             if !has_extension(peer, ext) {
                 return Err(Mismatch::Extension(ext.clone()));
-            }
-        }
-        if !self.cidrs.is_empty() {
-            let ok = addr.is_some_and(|a| self.cidrs.iter().any(|c| cidr_contains(*c, a)));
-            if !ok {
-                return Err(Mismatch::Cidr);
             }
         }
         Ok(())
@@ -591,6 +617,30 @@ mod tests {
             r.apply(&obj(json!({"token_ttl": 100, "token_max_ttl": 10})))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn pin_first_seen_address_round_trips_and_defaults_off() {
+        let mut r = Role::default();
+        assert!(!r.pin_first_seen_address);
+        r.apply(&obj(json!({"pin_first_seen_address": true})))
+            .unwrap();
+        assert!(r.pin_first_seen_address);
+        r.apply(&obj(json!({"pin_first_seen_address": "false"})))
+            .unwrap();
+        assert!(!r.pin_first_seen_address);
+        assert!(
+            r.apply(&obj(json!({"pin_first_seen_address": "maybe"})))
+                .is_err()
+        );
+        // A role stored before the field existed still loads, with pinning off.
+        let mut stored = serde_json::to_value(Role::default()).unwrap();
+        stored
+            .as_object_mut()
+            .unwrap()
+            .remove("pin_first_seen_address");
+        let old: Role = serde_json::from_value(stored).unwrap();
+        assert!(!old.pin_first_seen_address);
     }
 
     #[test]

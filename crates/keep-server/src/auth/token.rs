@@ -39,6 +39,11 @@ pub struct TokenEntry {
     pub cert_fingerprint: String,
     /// CIDRs the token may be used from (empty = any).
     pub bound_cidrs: Vec<String>,
+    /// The address the certificate is pinned to, when its role sets `pin_first_seen_address`:
+    /// the token may be used from there only. (`default` so tokens stored before the field
+    /// existed still load.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_address: Option<std::net::IpAddr>,
 }
 
 /// The system-wide cap on token lifetime: 32 days, as Vault's default max TTL.
@@ -230,6 +235,7 @@ mod tests {
             max_ttl: 120,
             cert_fingerprint: "ab".into(),
             bound_cidrs: vec![],
+            pinned_address: None,
         }
     }
 
