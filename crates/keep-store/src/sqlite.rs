@@ -512,7 +512,8 @@ mod tests {
         assert_eq!(rw.get("a/c").unwrap(), None);
         drop(rw);
         let conn = Connection::open(&path).unwrap();
-        conn.execute("UPDATE keep_schema SET version = 99", []).unwrap();
+        conn.execute("UPDATE keep_schema SET version = 99", [])
+            .unwrap();
         drop(conn);
         assert!(matches!(
             SqliteStore::open_read_only(&path),
