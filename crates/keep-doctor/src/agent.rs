@@ -80,7 +80,8 @@ fn load(path: &Path) -> (Check, Option<Loaded>) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(_) => {
-            let mut c = files::readable(ID, TITLE, path);
+            let mut c = files::readable(ID, "--config", path);
+            c.title = TITLE.to_owned();
             if c.status == Status::Ok {
                 c = Check::fail(
                     ID,
@@ -278,7 +279,7 @@ impl Diagnosis<'_> {
             }
             PemSource::Inline { field, .. } => out.push(files::private_mode(
                 "agent.files.key_mode",
-                &format!("{field} (the config file holds the key)"),
+                &format!("{field} permissions (the config file holds the key)"),
                 &loaded.config.path,
                 danger,
             )),
@@ -295,7 +296,7 @@ impl Diagnosis<'_> {
         {
             out.push(files::private_mode(
                 "agent.files.key_password_mode",
-                "vault_connection.mtls.key_password_file",
+                "vault_connection.mtls.key_password_file permissions",
                 p,
                 danger,
             ));
@@ -337,9 +338,10 @@ impl Diagnosis<'_> {
 
     /// `ok` (or `warn` "fixed: …" when keep's reader repaired the text).
     fn pem_ok(&self, id: &str, src: &PemSource, text: &[u8], what: String) -> Check {
+        let title = pem_title(src);
         let repairs = material::repairs(text);
         if repairs.is_empty() {
-            return Check::ok(id, src.field(), what);
+            return Check::ok(id, &title, what);
         }
         let (offset, place) = match src {
             PemSource::Inline { field, .. } => match inline_line(&self.loaded.text, field) {
@@ -369,7 +371,7 @@ impl Diagnosis<'_> {
             .collect();
         Check::warn(
             id,
-            src.field(),
+            &title,
             format!(
                 "fixed: `{}` has {}; keep reads it anyway: {what}",
                 src.field(),
@@ -388,13 +390,14 @@ impl Diagnosis<'_> {
 
     fn cert_pem(&mut self) -> Check {
         let src = &self.loaded.config.connection.mtls.cert;
+        let title = pem_title(src);
         const ID: &str = "agent.cert.pem";
         let text = match self.text(src) {
             Ok(t) => t,
-            Err(why) => return Check::skip(ID, src.field(), why),
+            Err(why) => return Check::skip(ID, &title, why),
         };
         match keep_pki::pem::read_certificates(&text, &source(src)) {
-            Err(e) => material::pem_failure(ID, src.field(), &e),
+            Err(e) => material::pem_failure(ID, &title, &e),
             Ok(blocks) => {
                 self.chain = CertFacts::chain(&blocks);
                 self.chain_der = blocks
@@ -404,7 +407,7 @@ impl Diagnosis<'_> {
                 let Some(leaf) = self.chain.first() else {
                     return Check::fail(
                         ID,
-                        src.field(),
+                        &title,
                         "no certificate parses",
                         "replace it with the agent's certificate (PEM)",
                     );
@@ -412,7 +415,7 @@ impl Diagnosis<'_> {
                 if leaf.is_ca {
                     return Check::fail(
                         ID,
-                        src.field(),
+                        &title,
                         format!(
                             "the first certificate (`{}`) is a CA certificate, not the agent's",
                             leaf.subject
@@ -435,10 +438,11 @@ impl Diagnosis<'_> {
     fn key_pem(&mut self) -> Check {
         let mtls = &self.loaded.config.connection.mtls;
         let src = &mtls.key;
+        let title = pem_title(src);
         const ID: &str = "agent.key.pem";
         let text = match self.text(src) {
             Ok(t) => Zeroizing::new(t),
-            Err(why) => return Check::skip(ID, src.field(), why),
+            Err(why) => return Check::skip(ID, &title, why),
         };
         let password: Option<SecretString> = match &mtls.key_password_file {
             Some(p)
@@ -451,7 +455,7 @@ impl Diagnosis<'_> {
                     Err(e) => {
                         return Check::fail(
                             ID,
-                            src.field(),
+                            &title,
                             format!(
                                 "the password file {} cannot be read: {}",
                                 p.display(),
@@ -463,28 +467,28 @@ impl Diagnosis<'_> {
                 }
             }
             Some(_) => {
-                return Check::skip(ID, src.field(), "the key's password file cannot be read");
+                return Check::skip(ID, &title, "the key's password file cannot be read");
             }
             None => None,
         };
         match keep_pki::key::load_private_key(&text, &source(src), password.as_ref()) {
             Ok(key) => {
-                let what = format!("a {} private key", key.key_type());
+                let what = format!("{} private key", key.key_type());
                 self.key = Some(key);
                 self.pem_ok(ID, src, &text, what)
             }
             Err(KeyError::PasswordRequired { .. }) => Check::fail(
                 ID,
-                src.field(),
+                &title,
                 "the private key is encrypted and no password is configured",
                 "set vault_connection.mtls.key_password_file to a 0600 file holding the key's password",
             ),
-            Err(KeyError::Pem(e)) => material::pem_failure(ID, src.field(), &e),
+            Err(KeyError::Pem(e)) => material::pem_failure(ID, &title, &e),
             Err(e) => {
                 let (problem, fix) = material::split_fix(&e.to_string());
                 Check::fail(
                     ID,
-                    src.field(),
+                    &title,
                     problem,
                     fix.unwrap_or_else(|| {
                         "point it at the agent's private key (PEM; PKCS#8, SEC1 or PKCS#1)".into()
@@ -496,21 +500,22 @@ impl Diagnosis<'_> {
 
     fn ca_pem(&mut self) -> Check {
         let src = &self.loaded.config.connection.mtls.ca;
+        let title = pem_title(src);
         const ID: &str = "agent.ca.pem";
         let text = match self.text(src) {
             Ok(t) => t,
-            Err(why) => return Check::skip(ID, src.field(), why),
+            Err(why) => return Check::skip(ID, &title, why),
         };
         let blocks = match keep_pki::pem::read_certificates(&text, &source(src)) {
             Ok(b) => b,
-            Err(e) => return material::pem_failure(ID, src.field(), &e),
+            Err(e) => return material::pem_failure(ID, &title, &e),
         };
         for b in &blocks {
             match CertFacts::of(&b.der) {
                 Some(f) if !f.is_ca => {
                     return Check::fail(
                         ID,
-                        src.field(),
+                        &title,
                         format!(
                             "line {}: `{}` is not a CA certificate; this file must hold the CA that issued the server's certificate",
                             b.line, f.subject
@@ -788,7 +793,10 @@ impl Diagnosis<'_> {
         const NAME: &str = "agent.server.cert_name";
         const NAME_T: &str = "server certificate name";
         let Some(leaf_der) = probe.presented.first() else {
-            let why = "the server presented no certificate";
+            let why = match probe.handshake {
+                Handshake::PlainHttp { .. } | Handshake::Failed(_) => "the TLS handshake failed",
+                _ => "the server presented no certificate",
+            };
             return (
                 Check::skip(CHAIN, CHAIN_T, why),
                 Check::skip(NAME, NAME_T, why),
@@ -894,7 +902,7 @@ impl Diagnosis<'_> {
                     "connect the agent to keep server directly, or have the proxy pass TLS through",
                 );
             }
-            (None, _) => return Check::skip(ID, TITLE, "the TLS handshake did not get that far"),
+            (None, _) => return Check::skip(ID, TITLE, "the TLS handshake failed before that"),
         };
         if hints.is_empty() {
             return Check::ok(ID, TITLE, "yes, from any CA (it names none)");
@@ -971,7 +979,7 @@ impl Diagnosis<'_> {
                 ),
                 "the server's log (a handshake-failure event) names the reason; `keep certificate verify CERT --roots CLIENT_CA --purpose client` shows most of it",
             ),
-            _ => Check::skip(ID, TITLE, "the TLS handshake did not complete"),
+            _ => Check::skip(ID, TITLE, "the TLS handshake failed"),
         }
     }
 
@@ -981,8 +989,12 @@ impl Diagnosis<'_> {
     fn vault(&self) -> Check {
         let reason = match &self.probe {
             None => Some("the server could not be reached over TLS"),
+            Some(p) if !p.sent_cert => Some("no usable client certificate and key"),
+            Some(p) if !matches!(p.handshake, Handshake::Done { .. } | Handshake::Alert(_)) => {
+                Some("the TLS handshake failed")
+            }
             Some(p) if !matches!(p.answer, Some(Answer::Http(_))) => {
-                Some("the server did not accept our TLS connection")
+                Some("the server rejected our client certificate")
             }
             Some(_) if !self.server_trusted => Some("the server's certificate is not trusted"),
             Some(_) => None,
@@ -1266,6 +1278,11 @@ fn inline_line(yaml: &str, field: &str) -> Option<usize> {
         let rest = l.trim_start().strip_prefix(&key)?;
         rest.trim_start().starts_with(['|', '>']).then_some(i + 1)
     })
+}
+
+/// The title of a PEM content check: `vault_connection.mtls.cert_file (PEM)`.
+fn pem_title(src: &PemSource) -> String {
+    format!("{} (PEM)", src.field())
 }
 
 /// `cert_file`, `key_pem` … from a dotted field.

@@ -104,6 +104,10 @@ impl Check {
         let detail = match status {
             Status::Fail => plural(count(Status::Fail), "check failed", "checks failed"),
             Status::Warn => plural(count(Status::Warn), "warning", "warnings"),
+            Status::Ok if count(Status::Skip) > 0 => format!(
+                "no problem found; {} not checked",
+                plural(count(Status::Skip), "check", "checks")
+            ),
             Status::Ok => "all good".to_owned(),
             Status::Skip => children
                 .first()

@@ -54,7 +54,9 @@ fn load(path: &Path) -> (Check, Option<(ServerConfig, Option<Value>)>) {
     const ID: &str = "server.config";
     const TITLE: &str = "config";
     let Ok(text) = std::fs::read_to_string(path) else {
-        return (files::readable(ID, TITLE, path), None);
+        let mut c = files::readable(ID, "--server", path);
+        c.title = TITLE.to_owned();
+        return (c, None);
     };
     let raw = crate::yaml_value(&text);
     match ServerConfig::from_yaml(&text, path) {
@@ -124,7 +126,7 @@ fn listener(config: &ServerConfig, raw: &Option<Value>, opts: &Options) -> Check
     if readable.contains("key_file") {
         out.push(files::private_mode(
             "server.listener.key_mode",
-            "listener.tls.key_file",
+            "listener.tls.key_file permissions",
             &tls.key_file,
             false,
         ));
@@ -134,7 +136,7 @@ fn listener(config: &ServerConfig, raw: &Option<Value>, opts: &Options) -> Check
     {
         out.push(files::private_mode(
             "server.listener.key_password_mode",
-            "listener.tls.key_password_file",
+            "listener.tls.key_password_file permissions",
             p,
             false,
         ));
@@ -181,7 +183,7 @@ fn server_cert(
     opts: &Options,
 ) -> Option<CertFacts> {
     const ID: &str = "server.listener.cert";
-    const TITLE: &str = "listener.tls.cert_file";
+    const TITLE: &str = "listener.tls.cert_file (PEM)";
     let path = &config.tls.cert_file;
     if !readable {
         out.push(Check::skip(ID, TITLE, "the file cannot be read"));
@@ -268,7 +270,7 @@ fn server_key(
     out: &mut Vec<Check>,
 ) -> Option<keep_pki::PrivateKey> {
     const ID: &str = "server.listener.key";
-    const TITLE: &str = "listener.tls.key_file";
+    const TITLE: &str = "listener.tls.key_file (PEM)";
     let path = &config.tls.key_file;
     if !readable.contains("key_file") {
         out.push(Check::skip(ID, TITLE, "the file cannot be read"));
@@ -300,7 +302,7 @@ fn server_key(
             out.push(Check::ok(
                 ID,
                 TITLE,
-                format!("a {} private key", k.key_type()),
+                format!("{} private key", k.key_type()),
             ));
             Some(k)
         }
@@ -332,7 +334,7 @@ fn server_key(
 
 fn client_ca(config: &ServerConfig, readable: bool, opts: &Options) -> Check {
     const ID: &str = "server.listener.client_ca";
-    const TITLE: &str = "listener.tls.client_ca_file";
+    const TITLE: &str = "listener.tls.client_ca_file (PEM)";
     let path = &config.tls.client_ca_file;
     if !readable {
         return Check::skip(ID, TITLE, "the file cannot be read");
@@ -632,7 +634,7 @@ fn storage(config: &ServerConfig) -> Check {
                 if c.status == Status::Ok {
                     out.push(files::private_mode(
                         "server.storage.seal_mode",
-                        field,
+                        &format!("{field} permissions"),
                         p,
                         false,
                     ));
