@@ -1052,6 +1052,13 @@ impl Diagnosis<'_> {
             Ok(l) => l,
             Err(e) => {
                 let fix = match (&e, role) {
+                    (ClientError::Api { status: 400, errors, .. }, Some(r))
+                        if errors.iter().any(|m| m.contains("no cert auth role named")) =>
+                    {
+                        format!(
+                            "vault_connection.role names `{r}`, which does not exist: `keep auth cert list` shows the roles; correct it, or remove it to let the server pick"
+                        )
+                    }
                     (ClientError::Api { status: 400, .. }, Some(r)) => format!(
                         "check role `{r}` (`keep auth cert read {r}`): its certificate (CA) and allowed_common_names / SAN constraints must match {subject}"
                     ),

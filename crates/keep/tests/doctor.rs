@@ -323,6 +323,22 @@ fn agent_side_each_broken_setup_fails_naming_its_cause() {
             &["agent.config"],
         ),
         (
+            "login refused: no such role",
+            agent_yaml(&url, &good, secret).replace("role: agents", "role: ghosts"),
+            1,
+            "[fail]",
+            vec![
+                "cert auth login".into(),
+                "login refused".into(),
+                "no cert auth role named \"ghosts\"".into(),
+            ],
+            vec![
+                "fix: vault_connection.role names `ghosts`, which does not exist",
+                "[skip] secrets: the login failed",
+            ],
+            &["agent.vault.login"],
+        ),
+        (
             "policy does not allow a configured path",
             agent_yaml(&url, &good, "agents/agent-02/llm"),
             1,
