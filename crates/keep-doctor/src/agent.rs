@@ -117,6 +117,22 @@ fn load(path: &Path) -> (Check, Option<Loaded>) {
                         .push_str(" (the key file's mode is reported under files)");
                     (c, Some(loaded(config, text)))
                 }
+                // Another problem further on. Its line would point into the JSON used for the
+                // second load, not into the user's file, so it is left out.
+                Some(Err(ConfigError::Field {
+                    path: p,
+                    field,
+                    problem,
+                    ..
+                })) => (
+                    config_failure(&ConfigError::Field {
+                        path: p,
+                        line: 0,
+                        field,
+                        problem,
+                    }),
+                    None,
+                ),
                 Some(Err(e)) => (config_failure(&e), None),
                 None => (
                     config_failure(&ConfigError::Field {
@@ -726,7 +742,10 @@ impl Diagnosis<'_> {
                     e,
                     "check the host in vault_connection.url and this host's DNS (/etc/hosts, the cluster DNS)",
                 ));
-                out.extend(skip_network("the server's name does not resolve"));
+                out.extend(skip_network(
+                    "agent.server.dns",
+                    "the server's name does not resolve",
+                ));
                 return Check::group("agent.server", &title, out);
             }
         };
@@ -750,7 +769,10 @@ impl Diagnosis<'_> {
                     format!("server unreachable: {e}"),
                     format!("start keep server (check listener.address in its config), and check that no firewall blocks port {port} between here and {host}"),
                 ));
-                out.extend(skip_network("the server is unreachable"));
+                out.extend(skip_network(
+                    "agent.server.tcp",
+                    "the server is unreachable",
+                ));
                 return Check::group("agent.server", &title, out);
             }
         };
@@ -759,7 +781,10 @@ impl Diagnosis<'_> {
             Ok(p) => p,
             Err(e) => {
                 out.push(Check::fail("agent.server.tls", "TLS", e, "see the message"));
-                out.extend(skip_network("the TLS probe could not start"));
+                out.extend(skip_network(
+                    "agent.server.tls",
+                    "the TLS probe could not start",
+                ));
                 return Check::group("agent.server", &title, out);
             }
         };
@@ -1200,9 +1225,10 @@ impl Diagnosis<'_> {
     }
 }
 
-/// The network checks that follow a failed connection, skipped with `why`.
-fn skip_network(why: &str) -> Vec<Check> {
-    [
+/// The network checks that follow the failed step `after`, skipped with `why`.
+fn skip_network(after: &str, why: &str) -> Vec<Check> {
+    const STEPS: [(&str, &str); 7] = [
+        ("agent.server.dns", "name resolution"),
         ("agent.server.tcp", "TCP"),
         ("agent.server.tls", "TLS"),
         ("agent.server.cert_chain", "server certificate chain"),
@@ -1215,11 +1241,13 @@ fn skip_network(why: &str) -> Vec<Check> {
             "agent.server.client_cert_accepted",
             "server accepts our certificate",
         ),
-    ]
-    .into_iter()
-    .filter(|(id, _)| *id != "agent.server.tcp" || why.contains("resolve"))
-    .map(|(id, t)| Check::skip(id, t, why))
-    .collect()
+    ];
+    STEPS
+        .iter()
+        .skip_while(|(id, _)| *id != after)
+        .skip(1)
+        .map(|(id, t)| Check::skip(id, t, why))
+        .collect()
 }
 
 fn tls_check(probe: &probe::Probe) -> Check {
