@@ -147,6 +147,45 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing database for reading only (for `keep doctor`, which may look at a
+    /// running server's storage and must never change it).
+    ///
+    /// Nothing is created or migrated: a missing file, or a file whose schema is not the one
+    /// this build writes, is an error. Every connection is opened `SQLITE_OPEN_READ_ONLY` and
+    /// `query_only`, so `put`, `delete` and `transaction` fail with a backend error.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let open_err = |source: BoxError| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = || -> Result<Connection, StoreError> {
+            let c = Connection::open_with_flags(path, flags).map_err(|e| open_err(Box::new(e)))?;
+            configure(&c, false).map_err(|e| open_err(Box::new(e)))?;
+            Ok(c)
+        };
+        let writer = open()?;
+        let found: i64 = writer
+            .query_row("SELECT version FROM keep_schema WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| open_err(format!("not a keep database ({e})").into()))?;
+        match found {
+            v if v == SCHEMA_VERSION => {}
+            v if v > SCHEMA_VERSION => {
+                return Err(Migrate::TooNew { found: v }.into_store_error(path));
+            }
+            v => return Err(Migrate::Unknown { found: v }.into_store_error(path)),
+        }
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers: vec![Mutex::new(open()?)],
+            next_reader: AtomicUsize::new(0),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
     /// The database file, or `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -454,6 +493,32 @@ mod tests {
             Err(StoreError::SchemaTooNew { found: 99, .. }) => {}
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn read_only_open_reads_and_never_writes_or_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.db");
+        assert!(SqliteStore::open_read_only(&path).is_err());
+        assert!(!path.exists(), "a read-only open must not create the file");
+        let rw = SqliteStore::open(&path).unwrap();
+        rw.put("a/b", b"v").unwrap();
+        let ro = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(ro.get("a/b").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(ro.list("a/").unwrap(), vec!["b".to_owned()]);
+        assert!(ro.put("a/c", b"x").is_err());
+        assert!(ro.delete("a/b").is_err());
+        assert!(ro.transaction(&[TxOp::put("a/d", b"y".to_vec())]).is_err());
+        assert_eq!(rw.get("a/c").unwrap(), None);
+        drop(rw);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE keep_schema SET version = 99", [])
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open_read_only(&path),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
     }
 
     #[test]

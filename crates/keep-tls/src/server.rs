@@ -439,6 +439,15 @@ fn key_error_source(e: &KeyError) -> Option<&Source> {
     }
 }
 
+/// Checks a `cipher_suites` list exactly as [`build`] will, without reading any file: the
+/// doctor calls it once per name to report every weak or unknown suite, not just the first.
+pub fn check_cipher_suites(
+    names: &[String],
+    min_version: TlsVersion,
+) -> Result<(), TlsConfigError> {
+    suites::provider(Some(names), min_version).map(drop)
+}
+
 /// Builds the server's rustls config from `settings` (reads every file; decrypting a key takes
 /// ~25 ms, so call it from a blocking context in async code).
 pub fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsConfigError> {

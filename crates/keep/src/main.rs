@@ -10,6 +10,7 @@ mod certificate;
 mod check;
 mod connect;
 mod demo;
+mod doctor;
 mod exit;
 mod files;
 mod init;
@@ -31,7 +32,7 @@ use clap::{Parser, Subcommand};
 /// One binary for the whole recipe: a step-compatible PKI tool (`keep certificate`), an mTLS
 /// vault with a Vault-compatible API (`keep server`) and its admin CLI (`keep login`, `kv`,
 /// `policy`, `auth`, `token`), the agent that delivers secrets to OpenClaw and other agents
-/// (`keep agent --once`), and (in coming releases) a doctor that says what is wrong.
+/// (`keep agent --once`), and a doctor that says what is wrong (`keep doctor`).
 #[derive(Debug, Parser)]
 #[command(name = "keep", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -68,6 +69,43 @@ enum Command {
     Token(Box<token::Args>),
     /// Deliver secrets to an agent: --once (init container), sidecar (default), or exec -- CMD.
     Agent(Box<agent::Args>),
+    /// Diagnose an agent or server config: a tree of checks, each ok/warn/fail/skip with a fix.
+    ///
+    /// keep doctor --config agent.yaml walks every step between the agent's config and its
+    /// secrets, in the order the agent meets them, and says which one breaks and how to fix
+    /// it:
+    ///
+    ///   files        the cert, key, CA and password files exist, are readable, and the key
+    ///                is not readable by others (a mistyped path gets a "did you mean")
+    ///   certificate  the PEM parses (and what keep's forgiving reader had to repair in
+    ///                inline PEM), the key matches the certificate, the validity window and
+    ///                time left, the clientAuth EKU, the chain to ca_cert_file
+    ///   server       DNS, TCP, TLS (not plain HTTP), the server's chain and its name versus
+    ///                the URL, whether it asks for a client certificate, from which CAs, and
+    ///                whether it accepts ours (or the TLS alert it sent)
+    ///   vault        the cert auth login and the role that matched, then every configured
+    ///                secret path under the resulting policy (values are never shown)
+    ///
+    /// keep doctor --server keep-server.yaml checks the vault's side offline: listener cert
+    /// and key (present, parse, match, expiry), the client CA bundle (CA certificates only),
+    /// min_version and cipher suites, no root CA key next to the config, storage and audit
+    /// paths writable, and, when the storage can be unsealed with the configured key file
+    /// (read-only), roles without name constraints and policies that give agents more than
+    /// read on secrets. Both flags may be given.
+    ///
+    /// Each line is one check: [ok], [warn], [fail] or [skip] (skipped because something it
+    /// needs failed first: fix the first [fail] and run it again). A problem has a "fix:" line
+    /// below it. Nothing secret is printed; the doctor's login token is revoked at the end.
+    ///
+    /// Exit status: 0 no check failed (warnings allowed), 1 a check failed, 64 usage error.
+    ///
+    /// Examples:
+    ///
+    ///   keep doctor --config /etc/keep/agent.yaml
+    ///
+    ///   keep doctor --server /etc/keep/keep-server.yaml --format json
+    #[command(verbatim_doc_comment)]
+    Doctor(Box<doctor::Args>),
     /// OpenClaw's exec SecretRef provider: answers `{"protocolVersion":1,"ids":[…]}` on stdin
     /// from the vault (see docs/openclaw.md).
     OpenclawResolver(Box<openclaw::Args>),
@@ -101,6 +139,7 @@ fn main() -> ExitCode {
         Command::Auth(args) => auth::run(*args),
         Command::Token(args) => token::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::Doctor(args) => doctor::run(*args),
         Command::OpenclawResolver(args) => openclaw::run(*args),
     };
     match result {
