@@ -29,10 +29,12 @@ use clap::{Parser, Subcommand};
 
 /// keep — secrets for AI agents over mutual TLS.
 ///
-/// One binary for the whole recipe: a step-compatible PKI tool (`keep certificate`), an mTLS
-/// vault with a Vault-compatible API (`keep server`) and its admin CLI (`keep login`, `kv`,
-/// `policy`, `auth`, `token`), the agent that delivers secrets to OpenClaw and other agents
-/// (`keep agent --once`), and a doctor that says what is wrong (`keep doctor`).
+/// One binary for the whole recipe: a lab in one command (`keep init`; `keep demo` shows the
+/// whole flow), a step-compatible PKI tool (`keep certificate`), an mTLS vault with a
+/// Vault-compatible API and online issuance (`keep server`) and its admin CLI (`keep login`,
+/// `kv`, `policy`, `auth`, `token`), the agent that delivers secrets to OpenClaw and other
+/// agents and renews its own certificate (`keep agent`, `keep openclaw-resolver`), expiry
+/// checks (`keep check expiry`) and a doctor that says what is wrong (`keep doctor`).
 #[derive(Debug, Parser)]
 #[command(name = "keep", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
