@@ -54,6 +54,9 @@ pub enum ServerError {
         "cannot open the audit log: {0}; fix: check `audit.file` and that its directory is writable"
     )]
     Audit(String),
+    /// The PKI mount's issuer cannot be used (the message names the `pki.` field).
+    #[error("{0}")]
+    Pki(#[from] crate::pki::PkiError),
     /// Storage already initialized (for `init`).
     #[error(
         "{path} is already initialized; nothing was changed (to start over, move the database and the unseal material away)"
@@ -154,6 +157,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             let handle = PrometheusBuilder::new().install_recorder().ok();
             // Registers every handshake-failure reason at 0, so rate() alerts see the first one.
             keep_tls::counters::describe();
+            crate::pki::metrics::describe();
             handle
         })
         .clone()
@@ -205,12 +209,45 @@ pub fn prepare(
     state
         .open_audit()
         .map_err(|e| ServerError::Audit(e.to_string()))?;
+    if let Some(pki_config) = &config.pki {
+        state.pki = Some(start_pki(config, pki_config, &state, &tls)?);
+    }
     Ok(Prepared {
         state: Arc::new(state),
         tls,
         events,
         store,
     })
+}
+
+/// Loads the PKI mount's issuer, wires it to the listener's TLS config (so every new CRL is
+/// in the handshake) and, when storage is unsealed, publishes a fresh CRL before the listener
+/// accepts anything.
+fn start_pki(
+    config: &ServerConfig,
+    pki_config: &crate::config::PkiConfig,
+    state: &AppState,
+    tls: &ReloadableTls,
+) -> Result<Arc<crate::pki::Pki>, ServerError> {
+    let pki = Arc::new(crate::pki::Pki::load(
+        pki_config,
+        config.tls.crl_file.clone(),
+    )?);
+    pki.attach_tls(tls.clone());
+    if let Ok(pem) = std::fs::read(&config.tls.cert_file)
+        && let Ok(blocks) = keep_pki::pem::read_certificates(
+            &pem,
+            &keep_pki::Source::File(config.tls.cert_file.clone()),
+        )
+        && let Some(leaf) = blocks.first()
+    {
+        pki.record_server_cert(&leaf.der);
+    }
+    if let Some(store) = state.store() {
+        pki.start(&*store, time::OffsetDateTime::now_utc())?;
+    }
+    tracing::info!(issuer = %pki.issuer_subject(), "PKI mount pki/ enabled");
+    Ok(pki)
 }
 
 /// Serves until `shutdown` fires.
@@ -228,6 +265,9 @@ pub async fn serve(
     } = prepared;
     let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
     let _sighup = tls.reload_on_sighup().ok();
+    if let Some(pki) = state.pki.clone() {
+        tokio::spawn(crate::pki::run_background(pki, state.clone()));
+    }
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }

@@ -40,6 +40,8 @@ pub struct AppState {
     /// HMAC key lives in the encrypted store).
     pub audit_file: Option<std::path::PathBuf>,
     audit: RwLock<Option<crate::audit::AuditLog>>,
+    /// The PKI mount (`pki:` in the config); `None` = the `pki/` routes answer 404.
+    pub pki: Option<Arc<crate::pki::Pki>>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             policies: Default::default(),
             audit_file: None,
             audit: RwLock::new(None),
+            pki: None,
         }
     }
 
@@ -82,6 +85,7 @@ impl AppState {
             policies: Default::default(),
             audit_file: None,
             audit: RwLock::new(None),
+            pki: None,
         }
     }
 
