@@ -129,6 +129,14 @@ pub struct NameRequest {
     pub exclude_cn_from_sans: bool,
 }
 
+/// What a certificate about to be issued will say, and under which role.
+struct Plan {
+    template: LeafTemplate,
+    warnings: Vec<String>,
+    role: String,
+    renewed_from: Option<String>,
+}
+
 /// The CRL currently published.
 #[derive(Clone, Debug)]
 pub struct CrlSnapshot {
@@ -567,11 +575,12 @@ impl Pki {
     /// lifetime. Pure apart from the clock passed in.
     fn plan(
         &self,
+        role_name: &str,
         role: &PkiRole,
         req: &NameRequest,
         csr: Option<&CsrInfo>,
         now: OffsetDateTime,
-    ) -> Result<(LeafTemplate, Vec<String>), PkiError> {
+    ) -> Result<Plan, PkiError> {
         let cn = match csr {
             Some(c) if role.use_csr_common_name && c.common_name.is_some() => c.common_name.clone(),
             _ => req.common_name.clone().filter(|s| !s.trim().is_empty()),
@@ -635,30 +644,35 @@ impl Pki {
         let eku = role::check_ekus(role, csr.map_or(no_ekus, |c| &c.requested_ekus))?;
         let (ttl, warning) = role::lifetime(role, req.ttl);
         let secs = |s: u64| Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 4));
-        Ok((
-            LeafTemplate {
+        Ok(Plan {
+            template: LeafTemplate {
                 common_name: cn,
                 sans,
                 eku,
                 not_before: now - secs(role.not_before_duration),
                 not_after: now + secs(ttl),
             },
-            warning.into_iter().collect(),
-        ))
+            warnings: warning.into_iter().collect(),
+            role: role_name.to_owned(),
+            renewed_from: None,
+        })
     }
 
-    /// Signs `spki` per `template`, records it in the inventory and its metrics.
+    /// Signs `spki` per the plan, records it in the inventory and its metrics.
     fn issue_and_record(
         &self,
         store: &dyn Store,
         spki: &[u8],
-        template: &LeafTemplate,
-        role_name: &str,
-        renewed_from: Option<String>,
-        mut warnings: Vec<String>,
+        plan: Plan,
         now: OffsetDateTime,
     ) -> Result<IssuedCert, PkiError> {
-        let issued = keep_pki::cert::issue_for_public_key(spki, template, &self.issuer).map_err(
+        let Plan {
+            template,
+            mut warnings,
+            role: role_name,
+            renewed_from,
+        } = plan;
+        let issued = keep_pki::cert::issue_for_public_key(spki, &template, &self.issuer).map_err(
             |e| match e {
                 keep_pki::cert::CertError::BadSan { .. }
                 | keep_pki::cert::CertError::Usage(_)
@@ -674,7 +688,7 @@ impl Pki {
         let record = CertRecord {
             serial_number: info.serial.clone(),
             certificate: issued.cert.pem(),
-            role: role_name.to_owned(),
+            role: role_name,
             subject: info.subject.clone(),
             not_before: unix(issued.cert.not_before),
             not_after: unix(issued.cert.not_after),
@@ -718,16 +732,8 @@ impl Pki {
         let key = keep_pki::inspect::spki_info(&csr.spki_der)
             .map_err(|e| PkiError::BadRequest(format!("csr: {e}")))?;
         role::check_public_key(&role, &key)?;
-        let (template, warnings) = self.plan(&role, req, Some(&csr), now)?;
-        self.issue_and_record(
-            store,
-            &csr.spki_der,
-            &template,
-            role_name,
-            None,
-            warnings,
-            now,
-        )
+        let plan = self.plan(role_name, &role, req, Some(&csr), now)?;
+        self.issue_and_record(store, &csr.spki_der, plan, now)
     }
 
     /// `pki/issue/:role`: generates a key and issues a certificate for it. The key is returned
@@ -753,18 +759,10 @@ impl Pki {
             }
         };
         // Check the request before spending time on a key.
-        let (template, warnings) = self.plan(&role, req, None, now)?;
+        let plan = self.plan(role_name, &role, req, None, now)?;
         let key = PrivateKey::generate(key_type)
             .map_err(|e| PkiError::Internal(format!("key generation failed: {e}")))?;
-        let issued = self.issue_and_record(
-            store,
-            &key.public_key_spki_der(),
-            &template,
-            role_name,
-            None,
-            warnings,
-            now,
-        )?;
+        let issued = self.issue_and_record(store, &key.public_key_spki_der(), plan, now)?;
         Ok((issued, key))
     }
 
@@ -888,15 +886,13 @@ impl Pki {
             not_before: now - secs(role.not_before_duration),
             not_after: now + secs(ttl),
         };
-        self.issue_and_record(
-            store,
-            &csr.spki_der,
-            &template,
-            &record.role,
-            Some(record.serial_number.clone()),
-            Vec::new(),
-            now,
-        )
+        let plan = Plan {
+            template,
+            warnings: Vec::new(),
+            role: record.role.clone(),
+            renewed_from: Some(record.serial_number.clone()),
+        };
+        self.issue_and_record(store, &csr.spki_der, plan, now)
     }
 
     // ----- inventory -----------------------------------------------------------------------
