@@ -289,7 +289,8 @@ pub async fn handle(
     let acl_path = format!("{MOUNT}/{rest}");
     match (parts.as_slice(), m, list) {
         (["roles"], _, true) => {
-            require(&state, &who, &acl_path, Operation::List).await?;
+            // As Vault: a list's ACL path ends in '/', however the client spelled it.
+            require(&state, &who, "pki/roles/", Operation::List).await?;
             let names = read_now(move || Ok(pki.role_names(&*store)?)).await?;
             if names.is_empty() {
                 return Err(ApiError::not_found());
@@ -397,7 +398,7 @@ pub async fn handle(
             ))
         }
         (["certs"], _, true) => {
-            require(&state, &who, &acl_path, Operation::List).await?;
+            require(&state, &who, "pki/certs/", Operation::List).await?;
             let keys = read_now(move || Ok(pki.serials(&*store)?)).await?;
             if keys.is_empty() {
                 return Err(ApiError::not_found());
