@@ -864,6 +864,10 @@ async fn revoke_publishes_a_crl_listing_the_serial_that_openssl_verifies() {
     assert!(crl.crl_number().unwrap() > &n0, "the CRL number increases");
     let next = crl.next_update().unwrap().timestamp() - crl.last_update().timestamp();
     assert_eq!(next, 24 * 3600, "nextUpdate is crl_next_update ahead");
+    // The background task publishes the next one at half of crl_next_update.
+    let this = OffsetDateTime::from_unix_timestamp(crl.last_update().timestamp()).unwrap();
+    assert!(!api.engine().crl_due(this + time::Duration::hours(11)));
+    assert!(api.engine().crl_due(this + time::Duration::hours(12)));
 
     let (_, v) = api
         .call("GET", &format!("/v1/pki/cert/{}", serials[0]), None)
