@@ -98,6 +98,8 @@ struct RawTls {
     crl_file: Option<String>,
     min_version: Option<Spanned<String>>,
     cipher_suites: Option<Vec<String>>,
+    #[serde(default)]
+    auto_renew: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +229,9 @@ pub struct ServerConfig {
     pub audit_file: Option<PathBuf>,
     /// The PKI mount; `None` = no `pki/` routes.
     pub pki: Option<PkiConfig>,
+    /// `listener.tls.auto_renew`: the server renews its serving certificate with its own PKI
+    /// issuer at 2/3 of its lifetime (needs `pki:`).
+    pub tls_auto_renew: bool,
 }
 
 fn parse_duration(v: &Spanned<String>, field: &str, path: &Path) -> Result<Duration, ConfigError> {
@@ -463,6 +468,15 @@ impl ServerConfig {
             }),
         };
 
+        if tls.auto_renew && pki.is_none() {
+            return Err(field_err(
+                0,
+                "listener.tls.auto_renew",
+                "needs a `pki:` section: the server renews its certificate with its own PKI issuer"
+                    .into(),
+            ));
+        }
+
         Ok(ServerConfig {
             path: path.to_owned(),
             address,
@@ -473,6 +487,7 @@ impl ServerConfig {
             admins,
             audit_file: raw.audit.map(|a| resolve(&a.file)),
             pki,
+            tls_auto_renew: tls.auto_renew,
         })
     }
 }
@@ -556,6 +571,17 @@ admins:
             let e = load(&format!("{GOOD}{text}")).unwrap_err().to_string();
             assert!(e.contains(want), "want {want:?} in: {e}");
         }
+        let renew = GOOD.replace("    min_version:", "    auto_renew: true\n    min_version:");
+        let e = load(&renew).unwrap_err().to_string();
+        assert!(
+            e.contains("listener.tls.auto_renew") && e.contains("pki"),
+            "{e}"
+        );
+        let c = load(&format!(
+            "{renew}pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n"
+        ))
+        .unwrap();
+        assert!(c.tls_auto_renew);
     }
 
     #[test]

@@ -266,7 +266,11 @@ pub async fn serve(
     let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
     let _sighup = tls.reload_on_sighup().ok();
     if let Some(pki) = state.pki.clone() {
-        tokio::spawn(crate::pki::run_background(pki, state.clone()));
+        tokio::spawn(crate::pki::run_background(
+            pki,
+            state.clone(),
+            config.tls_auto_renew,
+        ));
     }
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));

@@ -1832,3 +1832,133 @@ async fn over_a_real_listener_revocation_ends_open_connections_handshakes_tokens
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn the_server_renews_its_own_serving_certificate_at_two_thirds_of_its_lifetime() {
+    use keep_server::pki::server_cert::AutoRenew;
+    use keep_test_support::LeafSpec;
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let now = OffsetDateTime::now_utc();
+    // Issued by the mount's own issuer 2 h ago for 2.5 h: past 2/3 of its lifetime.
+    let spec = LeafSpec::server("vault.claw.internal")
+        .dns("localhost")
+        .ip(std::net::Ipv4Addr::LOCALHOST)
+        .valid(
+            now - time::Duration::hours(2),
+            now + time::Duration::minutes(30),
+        );
+    let old = pki.issue(&spec);
+    old.write_to(dir.path(), "server");
+    // The key is encrypted: the renewed key must be too, with the same password.
+    let password = secrecy::SecretString::from("server pass".to_owned());
+    let key =
+        keep_pki::key::load_private_key(old.key_pem.as_bytes(), &Source::Other("k".into()), None)
+            .unwrap();
+    std::fs::write(&files.server_key, key.to_pem_encrypted(&password).unwrap()).unwrap();
+    let pass = dir.path().join("server.pass");
+    std::fs::write(&pass, "server pass\n").unwrap();
+    let mut settings =
+        keep_tls::server::TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.key_password_file = Some(pass);
+    let tls = keep_tls::reload::ReloadableTls::new(settings, Arc::new(keep_tls::events::NullSink))
+        .unwrap();
+    let before = tls.current();
+    let engine = pki_engine(&pki);
+    let store = MemStore::new();
+
+    let outcome = engine.renew_server_cert(&store, &tls, now).unwrap();
+    let AutoRenew::Renewed {
+        old_serial,
+        new_serial,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(old_serial, keep_pki::inspect::format_serial(&old.serial));
+    assert!(
+        !Arc::ptr_eq(&before, &tls.current()),
+        "the TLS config was not reloaded"
+    );
+    let chain = std::fs::read_to_string(&files.server_cert).unwrap();
+    let new_der = der_of(&chain);
+    let (new, was) = (x509(&new_der), x509(&old.der));
+    assert_eq!(new.serial, new_serial);
+    assert_eq!(
+        (new.sans.clone(), new.extended_key_usage.clone()),
+        (was.sans.clone(), was.extended_key_usage.clone())
+    );
+    assert_eq!(new.subject, was.subject);
+    assert_eq!(
+        new.lifetime_seconds,
+        was.lifetime_seconds + 60,
+        "same lifetime, plus the 1 min backdate"
+    );
+    assert!(
+        chain.contains(pki.intermediate.cert_pem.trim()),
+        "the chain keeps the intermediate"
+    );
+    let key_text = std::fs::read_to_string(&files.server_key).unwrap();
+    assert!(
+        key_text.starts_with("-----BEGIN\x20ENCRYPTED PRIVATE KEY-----"),
+        "re-encrypted"
+    );
+    let new_key = keep_pki::key::load_private_key(
+        key_text.as_bytes(),
+        &Source::Other("k".into()),
+        Some(&password),
+    )
+    .unwrap();
+    assert!(new_key.matches_certificate(&new_der));
+    assert!(!key.matches_certificate(&new_der), "a new key");
+    assert_eq!(
+        std::fs::metadata(&files.server_key)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let rec = engine.record(&store, &new_serial).unwrap().unwrap();
+    assert_eq!(
+        (rec.role.as_str(), rec.renewed_from.as_deref()),
+        ("keep-server", Some(old_serial.as_str()))
+    );
+    // No temporary files left behind.
+    let stray: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+
+    // The fresh one is not due; a certificate from another issuer is never touched.
+    assert!(matches!(
+        engine.renew_server_cert(&store, &tls, now).unwrap(),
+        AutoRenew::NotDue { .. }
+    ));
+    let other = pki.issue_intermediate(
+        "Other Intermediate",
+        now - time::Duration::hours(1),
+        now + time::Duration::days(30),
+    );
+    let other_key =
+        keep_pki::key::load_private_key(other.key_pem.as_bytes(), &Source::Other("k".into()), None)
+            .unwrap();
+    let other_engine = Pki::new(
+        other.cert_pem.as_bytes(),
+        &Source::Other("other".into()),
+        other_key,
+        std::time::Duration::from_secs(3600),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        other_engine
+            .renew_server_cert(&store, &tls, now + time::Duration::days(1))
+            .unwrap(),
+        AutoRenew::NotOurs
+    );
+}

@@ -21,6 +21,7 @@
 
 pub mod metrics;
 pub mod role;
+pub mod server_cert;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -1186,8 +1187,10 @@ fn read_csr(pem: &str) -> Result<CsrInfo, PkiError> {
 
 /// Runs the PKI mount's background work until the process ends: every minute (or half of
 /// `crl_next_update`, when shorter) it checks whether a new CRL is due, starts the mount once
-/// storage is unsealed if it was not at start, and refreshes the serving certificate's gauges.
-pub async fn run_background(pki: Arc<Pki>, state: Arc<crate::state::AppState>) {
+/// storage is unsealed if it was not at start, refreshes the serving certificate's gauges and,
+/// with `auto_renew`, renews the serving certificate when it is due
+/// ([`Pki::renew_server_cert`]).
+pub async fn run_background(pki: Arc<Pki>, state: Arc<crate::state::AppState>, auto_renew: bool) {
     let period = std::time::Duration::from_secs(60).min(
         std::time::Duration::try_from(pki.crl_next_update / 2)
             .unwrap_or(std::time::Duration::from_secs(60)),
@@ -1200,6 +1203,18 @@ pub async fn run_background(pki: Arc<Pki>, state: Arc<crate::state::AppState>) {
             continue;
         };
         let now = OffsetDateTime::now_utc();
+        if auto_renew && let Some(tls) = pki.tls.get().cloned() {
+            let (p, s) = (pki.clone(), store.clone());
+            match tokio::task::spawn_blocking(move || p.renew_server_cert(&*s, &tls, now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(target: "keep::pki", error = %e, "renewing the serving certificate failed; retrying in a minute")
+                }
+                Err(e) => {
+                    tracing::error!(target: "keep::pki", error = %e, "the renewal task failed")
+                }
+            }
+        }
         if !pki.crl_due(now) {
             if let Some(tls) = pki.tls.get()
                 && let Ok(pem) = std::fs::read(&tls.settings().cert_file)
