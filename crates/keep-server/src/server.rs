@@ -265,17 +265,21 @@ pub async fn serve(
     } = prepared;
     let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
     let _sighup = tls.reload_on_sighup().ok();
-    if let Some(pki) = state.pki.clone() {
+    // CRL publishing (and serving-certificate renewal) until the listener stops.
+    let pki_task = state.pki.clone().map(|pki| {
         tokio::spawn(crate::pki::run_background(
             pki,
             state.clone(),
             config.tls_auto_renew,
-        ));
-    }
+        ))
+    });
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }
     run_listener(config, listener, tls, events, shutdown, state).await;
+    if let Some(task) = pki_task {
+        task.abort();
+    }
 }
 
 /// An uninitialized server serves health (501) and waits for `keep server init`; once the
