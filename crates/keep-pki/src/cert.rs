@@ -232,7 +232,7 @@ pub struct Issuer {
     /// Further certificates from the `--ca` file (the issuer's own chain), for `--bundle`.
     pub chain: Vec<Certificate>,
     key: PrivateKey,
-    rcgen_issuer_dn: rcgen::Issuer<'static, PrivateKeyRef>,
+    pub(crate) rcgen_issuer_dn: rcgen::Issuer<'static, PrivateKeyRef>,
 }
 
 impl fmt::Debug for Issuer {
@@ -747,6 +747,11 @@ pub struct CsrInfo {
     pub sans: Vec<String>,
     /// The SubjectPublicKeyInfo DER.
     pub spki_der: Vec<u8>,
+    /// Extended key usages the request asks for (`serverAuth`, `clientAuth`, `codeSigning`,
+    /// …, unknown ones as dotted OIDs); empty when it asks for none. [`sign_csr`] ignores them
+    /// (the profile decides), but an online CA refuses a CSR that asks for more than its role
+    /// allows rather than silently issuing something else.
+    pub requested_ekus: Vec<String>,
 }
 
 /// Reads a PEM (or DER) CSR and checks its self-signature, so a CSR cannot name a key its
@@ -793,8 +798,25 @@ pub fn read_csr(input: &[u8], source: &Source) -> Result<CsrInfo, CertError> {
         .and_then(|c| c.as_str().ok())
         .map(str::to_owned);
     let mut sans = Vec::new();
+    let mut requested_ekus = Vec::new();
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
+            if let ParsedExtension::ExtendedKeyUsage(eku) = ext {
+                for (set, name) in [
+                    (eku.any, "anyExtendedKeyUsage"),
+                    (eku.server_auth, "serverAuth"),
+                    (eku.client_auth, "clientAuth"),
+                    (eku.code_signing, "codeSigning"),
+                    (eku.email_protection, "emailProtection"),
+                    (eku.time_stamping, "timeStamping"),
+                    (eku.ocsp_signing, "OCSPSigning"),
+                ] {
+                    if set {
+                        requested_ekus.push(name.to_owned());
+                    }
+                }
+                requested_ekus.extend(eku.other.iter().map(|o| o.to_id_string()));
+            }
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
                 for gn in &san.general_names {
                     match gn {
@@ -826,6 +848,7 @@ pub fn read_csr(input: &[u8], source: &Source) -> Result<CsrInfo, CertError> {
         common_name,
         sans,
         spki_der: info.subject_pki.raw.to_vec(),
+        requested_ekus,
     })
 }
 
@@ -887,6 +910,91 @@ pub fn sign_csr(csr: &CsrInfo, opts: &SignOptions, issuer: &Issuer) -> Result<Is
             vec![KeyUsagePurpose::DigitalSignature]
         };
     }
+    finish(
+        &params,
+        &|p| p.signed_by(&spki, &issuer.rcgen_issuer_dn),
+        Some(issuer),
+        warnings,
+    )
+}
+
+/// Everything an online CA decides about a leaf it issues for someone else's public key: the
+/// names, the purposes and the exact validity window. Unlike [`CertRequest`] nothing is
+/// inferred (no subject-becomes-SAN rule, no default lifetime): the caller has already checked
+/// every value against its policy, and the certificate says exactly that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafTemplate {
+    /// Subject common name (`None`: an empty subject, the identity lives in the SANs).
+    pub common_name: Option<String>,
+    /// SAN values (DNS names, IP addresses, URIs, email addresses), classified by
+    /// [`parse_san`].
+    pub sans: Vec<String>,
+    /// Extended key usages.
+    pub eku: EkuChoice,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity; truncated to the issuer's `not_after` (with a warning) if later.
+    pub not_after: OffsetDateTime,
+}
+
+/// Issues a leaf for `spki_der` (a DER SubjectPublicKeyInfo, e.g. [`CsrInfo::spki_der`]) from
+/// `template`, signed by `issuer`. Key usage follows the key type (RSA also gets
+/// keyEncipherment), as [`sign_csr`] does; the serial is 127 random bits.
+pub fn issue_for_public_key(
+    spki_der: &[u8],
+    template: &LeafTemplate,
+    issuer: &Issuer,
+) -> Result<Issued, CertError> {
+    if template.common_name.is_none() && template.sans.is_empty() {
+        return Err(CertError::Usage(
+            "a certificate needs a common name or at least one SAN".into(),
+        ));
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    if let Some(cn) = &template.common_name {
+        if cn.trim().is_empty() {
+            return Err(CertError::Usage("the common name must not be empty".into()));
+        }
+        dn.push(DnType::CommonName, cn.clone());
+    }
+    params.distinguished_name = dn;
+    params.serial_number = Some(random_serial()?);
+    params.use_authority_key_identifier_extension = true;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = template.eku.purposes();
+    for s in &template.sans {
+        params.subject_alt_names.push(parse_san(s)?);
+    }
+    let mut warnings = Vec::new();
+    let mut not_after = template.not_after;
+    if not_after > issuer.cert.not_after {
+        warnings.push(format!(
+            "the requested not-after {} is later than the issuer's ({}); the certificate is \
+             truncated to expire with its issuer",
+            crate::duration::rfc3339(not_after),
+            crate::duration::rfc3339(issuer.cert.not_after)
+        ));
+        not_after = issuer.cert.not_after;
+    }
+    if not_after <= template.not_before {
+        return Err(CertError::EmptyValidity {
+            not_before: crate::duration::rfc3339(template.not_before),
+            not_after: crate::duration::rfc3339(not_after),
+        });
+    }
+    params.not_before = template.not_before;
+    params.not_after = not_after;
+    params.key_usages = if crate::key::rsa_bits(spki_der).is_some() {
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
+    };
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| CertError::Build(format!("unsupported public key ({e})")))?;
     finish(
         &params,
         &|p| p.signed_by(&spki, &issuer.rcgen_issuer_dn),

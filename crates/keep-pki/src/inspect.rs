@@ -132,6 +132,16 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, CertParseError> {
     analyze(der).map(|a| a.info)
 }
 
+/// The public key of a DER SubjectPublicKeyInfo (a CSR's or a certificate's), named as
+/// [`CertInfo::public_key`] names it; an online CA checks it against a role's `key_type`.
+pub fn spki_info(spki_der: &[u8]) -> Result<PublicKeyInfo, CertParseError> {
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| CertParseError {
+        source_desc: "public key".into(),
+        problem: format!("not a valid SubjectPublicKeyInfo ({e})"),
+    })?;
+    Ok(public_key_info(&spki))
+}
+
 /// SHA-256 over `der`, as lowercase hex without separators (`step certificate fingerprint`;
 /// openssl prints the same bytes upper-case and colon-separated).
 pub fn fingerprint_sha256(der: &[u8]) -> String {

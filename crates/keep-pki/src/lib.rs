@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cert;
+pub mod crl;
 pub mod duration;
 pub mod expiry;
 pub mod inspect;

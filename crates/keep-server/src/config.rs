@@ -68,7 +68,16 @@ struct RawConfig {
     #[serde(default)]
     admins: Vec<RawAdmin>,
     audit: Option<RawAudit>,
-    pki: Option<serde_json::Value>,
+    pki: Option<RawPki>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPki {
+    issuer_cert_file: Option<String>,
+    issuer_key_file: Option<String>,
+    issuer_key_password_file: Option<String>,
+    crl_next_update: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +99,8 @@ struct RawTls {
     crl_file: Option<String>,
     min_version: Option<Spanned<String>>,
     cipher_suites: Option<Vec<String>>,
+    #[serde(default)]
+    auto_renew: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +191,24 @@ pub enum AdminIdentity {
     UriSan(String),
 }
 
+/// The PKI mount (`pki:`): the intermediate CA the server issues with. The root key is never
+/// needed. Loaded and checked (a CA; the key matches) by [`crate::pki::Pki::load`] at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiConfig {
+    /// The issuing CA certificate, optionally followed by its chain up to the root.
+    pub issuer_cert_file: PathBuf,
+    /// The issuing CA's private key (PEM; encrypted PKCS#8 with `issuer_key_password_file`).
+    pub issuer_key_file: PathBuf,
+    /// The key's password file, for an encrypted key.
+    pub issuer_key_password_file: Option<PathBuf>,
+    /// How far ahead each CRL's nextUpdate lies (default 24h); the server publishes a fresh CRL
+    /// at about half of it, and after every revocation.
+    pub crl_next_update: Duration,
+}
+
+/// Default `pki.crl_next_update`.
+pub const DEFAULT_CRL_NEXT_UPDATE: Duration = Duration::from_secs(24 * 3600);
+
 /// The validated server configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -201,6 +230,11 @@ pub struct ServerConfig {
     pub admins: Vec<AdminIdentity>,
     /// The audit log file (JSON lines, secrets HMAC'd); `None` = no audit log.
     pub audit_file: Option<PathBuf>,
+    /// The PKI mount; `None` = no `pki/` routes.
+    pub pki: Option<PkiConfig>,
+    /// `listener.tls.auto_renew`: the server renews its serving certificate with its own PKI
+    /// issuer at 2/3 of its lifetime (needs `pki:`).
+    pub tls_auto_renew: bool,
 }
 
 pub(crate) fn parse_duration(
@@ -269,14 +303,6 @@ impl ServerConfig {
             field: field.into(),
             problem,
         };
-        if raw.pki.is_some() {
-            return Err(field_err(
-                0,
-                "pki",
-                "online issuance is not available in this version yet; remove the section".into(),
-            ));
-        }
-
         let listener = raw.listener.ok_or_else(|| {
             missing(
                 "listener",
@@ -333,6 +359,7 @@ impl ServerConfig {
                 "the CA bundle that signs client certificates",
             )?,
             crl_file: tls.crl_file.as_deref().map(resolve),
+            extra_crls: Vec::new(),
             min_version,
             cipher_suites: tls.cipher_suites.clone(),
             require_client_cert: true,
@@ -419,6 +446,46 @@ impl ServerConfig {
             }
         }
 
+        let pki = match raw.pki {
+            None => None,
+            Some(p) => Some(PkiConfig {
+                issuer_cert_file: req(
+                    &p.issuer_cert_file,
+                    "pki.issuer_cert_file",
+                    "the intermediate CA certificate the server issues with (optionally followed by its chain)",
+                )?,
+                issuer_key_file: req(
+                    &p.issuer_key_file,
+                    "pki.issuer_key_file",
+                    "the intermediate CA's private key (the root key is never needed)",
+                )?,
+                issuer_key_password_file: p.issuer_key_password_file.as_deref().map(resolve),
+                crl_next_update: match &p.crl_next_update {
+                    None => DEFAULT_CRL_NEXT_UPDATE,
+                    Some(v) => {
+                        let d = parse_duration(v, "pki.crl_next_update", path)?;
+                        if d < Duration::from_secs(60) {
+                            return Err(field_err(
+                                v.defined.line(),
+                                "pki.crl_next_update",
+                                format!("{:?} is too short; write at least 1m (e.g. 24h)", v.value),
+                            ));
+                        }
+                        d
+                    }
+                },
+            }),
+        };
+
+        if tls.auto_renew && pki.is_none() {
+            return Err(field_err(
+                0,
+                "listener.tls.auto_renew",
+                "needs a `pki:` section: the server renews its certificate with its own PKI issuer"
+                    .into(),
+            ));
+        }
+
         Ok(ServerConfig {
             path: path.to_owned(),
             address,
@@ -429,6 +496,8 @@ impl ServerConfig {
             alerts,
             admins,
             audit_file: raw.audit.map(|a| resolve(&a.file)),
+            pki,
+            tls_auto_renew: tls.auto_renew,
         })
     }
 }
@@ -468,6 +537,61 @@ admins:
         assert_eq!(c.seal, SealSource::KeyFile("/etc/keep/unseal.key".into()));
         assert_eq!(c.admins, vec![AdminIdentity::CommonName("operator".into())]);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.pki, None);
+    }
+
+    #[test]
+    fn pki_section_loads_with_defaults_and_names_bad_fields() {
+        let c = load(&format!(
+            "{GOOD}pki:\n  issuer_cert_file: intermediate_ca.crt\n  issuer_key_file: intermediate_ca.key\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.pki,
+            Some(PkiConfig {
+                issuer_cert_file: "/etc/keep/intermediate_ca.crt".into(),
+                issuer_key_file: "/etc/keep/intermediate_ca.key".into(),
+                issuer_key_password_file: None,
+                crl_next_update: DEFAULT_CRL_NEXT_UPDATE,
+            })
+        );
+        let c = load(&format!(
+            "{GOOD}pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n  issuer_key_password_file: i.pass\n  crl_next_update: 6h\n"
+        ))
+        .unwrap();
+        let p = c.pki.unwrap();
+        assert_eq!(p.crl_next_update, Duration::from_secs(6 * 3600));
+        assert_eq!(p.issuer_key_password_file, Some("/etc/keep/i.pass".into()));
+        for (text, want) in [
+            ("pki:\n  issuer_key_file: i.key\n", "pki.issuer_cert_file"),
+            ("pki:\n  issuer_cert_file: i.crt\n", "pki.issuer_key_file"),
+            (
+                "pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n  crl_next_update: soon\n",
+                "pki.crl_next_update",
+            ),
+            (
+                "pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n  crl_next_update: 10s\n",
+                "too short",
+            ),
+            (
+                "pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n  root_key_file: r.key\n",
+                "root_key_file",
+            ),
+        ] {
+            let e = load(&format!("{GOOD}{text}")).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in: {e}");
+        }
+        let renew = GOOD.replace("    min_version:", "    auto_renew: true\n    min_version:");
+        let e = load(&renew).unwrap_err().to_string();
+        assert!(
+            e.contains("listener.tls.auto_renew") && e.contains("pki"),
+            "{e}"
+        );
+        let c = load(&format!(
+            "{renew}pki:\n  issuer_cert_file: i.crt\n  issuer_key_file: i.key\n"
+        ))
+        .unwrap();
+        assert!(c.tls_auto_renew);
     }
 
     #[test]

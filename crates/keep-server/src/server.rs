@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The `alerts` section cannot be set up (the webhook's CA file, say).
     #[error("{0}")]
     Alerts(#[from] crate::alerts::AlertsError),
+    /// The PKI mount's issuer cannot be used (the message names the `pki.` field).
+    #[error("{0}")]
+    Pki(#[from] crate::pki::PkiError),
     /// Storage already initialized (for `init`).
     #[error(
         "{path} is already initialized; nothing was changed (to start over, move the database and the unseal material away)"
@@ -158,6 +161,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             // Registers every handshake-failure reason at 0, so rate() alerts see the first one.
             keep_tls::counters::describe();
             crate::alerts::describe_metrics();
+            crate::pki::metrics::describe();
             handle
         })
         .clone()
@@ -213,12 +217,45 @@ pub fn prepare(
     state
         .open_audit()
         .map_err(|e| ServerError::Audit(e.to_string()))?;
+    if let Some(pki_config) = &config.pki {
+        state.pki = Some(start_pki(config, pki_config, &state, &tls)?);
+    }
     Ok(Prepared {
         state: Arc::new(state),
         tls,
         events,
         store,
     })
+}
+
+/// Loads the PKI mount's issuer, wires it to the listener's TLS config (so every new CRL is
+/// in the handshake) and, when storage is unsealed, publishes a fresh CRL before the listener
+/// accepts anything.
+fn start_pki(
+    config: &ServerConfig,
+    pki_config: &crate::config::PkiConfig,
+    state: &AppState,
+    tls: &ReloadableTls,
+) -> Result<Arc<crate::pki::Pki>, ServerError> {
+    let pki = Arc::new(crate::pki::Pki::load(
+        pki_config,
+        config.tls.crl_file.clone(),
+    )?);
+    pki.attach_tls(tls.clone());
+    if let Ok(pem) = std::fs::read(&config.tls.cert_file)
+        && let Ok(blocks) = keep_pki::pem::read_certificates(
+            &pem,
+            &keep_pki::Source::File(config.tls.cert_file.clone()),
+        )
+        && let Some(leaf) = blocks.first()
+    {
+        pki.record_server_cert(&leaf.der);
+    }
+    if let Some(store) = state.store() {
+        pki.start(&*store, time::OffsetDateTime::now_utc())?;
+    }
+    tracing::info!(issuer = %pki.issuer_subject(), "PKI mount pki/ enabled");
+    Ok(pki)
 }
 
 /// Serves until `shutdown` fires.
@@ -237,10 +274,21 @@ pub async fn serve(
     let _watcher = tls.watch_files(keep_tls::reload::DEFAULT_WATCH_INTERVAL);
     let _sighup = tls.reload_on_sighup().ok();
     state.alerts.start_webhook();
+    // CRL publishing (and serving-certificate renewal) until the listener stops.
+    let pki_task = state.pki.clone().map(|pki| {
+        tokio::spawn(crate::pki::run_background(
+            pki,
+            state.clone(),
+            config.tls_auto_renew,
+        ))
+    });
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }
     run_listener(config, listener, tls, events, shutdown, state).await;
+    if let Some(task) = pki_task {
+        task.abort();
+    }
 }
 
 /// An uninitialized server serves health (501) and waits for `keep server init`; once the

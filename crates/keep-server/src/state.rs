@@ -42,6 +42,8 @@ pub struct AppState {
     /// HMAC key lives in the encrypted store).
     pub audit_file: Option<std::path::PathBuf>,
     audit: RwLock<Option<crate::audit::AuditLog>>,
+    /// The PKI mount (`pki:` in the config); `None` = the `pki/` routes answer 404.
+    pub pki: Option<Arc<crate::pki::Pki>>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             policies: Default::default(),
             audit_file: None,
             audit: RwLock::new(None),
+            pki: None,
         }
     }
 
@@ -86,6 +89,7 @@ impl AppState {
             policies: Default::default(),
             audit_file: None,
             audit: RwLock::new(None),
+            pki: None,
         }
     }
 

@@ -740,6 +740,82 @@ pub struct TestPkiFiles {
     pub root_crl: PathBuf,
 }
 
+/// A certificate signing request and the key it was made with.
+#[derive(Clone)]
+pub struct Csr {
+    /// The request, PEM (`CERTIFICATE REQUEST`).
+    pub pem: String,
+    /// Its key, unencrypted PKCS#8 v1 PEM.
+    pub key_pem: String,
+    /// Its key, PKCS#8 v1 DER.
+    pub key_der: Vec<u8>,
+}
+
+impl fmt::Debug for Csr {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Csr")
+            .field("key_pem", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A CSR with a fresh `alg` key for `common_name` (none when empty) and `sans` (DNS names,
+/// IPs, URIs with `://`, emails with `@`), asking for `eku` in an extension request when not
+/// empty (online CAs must refuse EKUs their role does not allow).
+pub fn csr(common_name: &str, sans: &[&str], eku: &[Eku], alg: KeyAlg) -> Csr {
+    csr_for_key(&alg.generate(), common_name, sans, eku)
+}
+
+/// Like [`csr`], for an existing key (a leaf's `key_der`, to test "renewal needs a new key").
+pub fn csr_with_key_der(key_der: &[u8], alg: KeyAlg, common_name: &str, sans: &[&str]) -> Csr {
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        &pkcs8::der::Document::try_from(key_der)
+            .expect("a PKCS#8 DER key")
+            .as_bytes()
+            .into(),
+        alg.signature_algorithm(),
+    )
+    .expect("the key loads for its algorithm");
+    csr_for_key(&key, common_name, sans, &[])
+}
+
+fn csr_for_key(key: &KeyPair, common_name: &str, sans: &[&str], eku: &[Eku]) -> Csr {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    if !common_name.is_empty() {
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+    }
+    let ia5 = |s: &str| {
+        rcgen::string::Ia5String::try_from(s).expect("CSR SANs must be ASCII (IA5String)")
+    };
+    for s in sans {
+        params
+            .subject_alt_names
+            .push(if let Ok(ip) = s.parse::<IpAddr>() {
+                SanType::IpAddress(ip)
+            } else if s.contains("://") {
+                SanType::URI(ia5(s))
+            } else if s.contains('@') {
+                SanType::Rfc822Name(ia5(s))
+            } else {
+                SanType::DnsName(ia5(s))
+            });
+    }
+    params.extended_key_usages = eku.iter().map(|e| e.to_rcgen()).collect();
+    let req = params
+        .serialize_request(key)
+        .expect("rcgen serializes a CSR");
+    let (key_der, key_pem) = pkcs8_v1(&key.serialize_der());
+    Csr {
+        pem: req.pem().expect("PEM-encode the CSR"),
+        key_pem,
+        key_der,
+    }
+}
+
 /// A fresh temporary directory (prefix `keep-test-`), removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()

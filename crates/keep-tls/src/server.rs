@@ -17,6 +17,8 @@
 //!   adding the root's CRL also revokes intermediates. A CRL past its nextUpdate is still used
 //!   (a warning is logged at load): failing every client closed because a CRL publishing job is
 //!   late would take the whole vault down, and an old CRL still revokes what it lists.
+//!   CRLs can also be held in memory (`extra_crls`, DER): keep's PKI mount swaps in its own
+//!   issuer's fresh CRL after every revocation; it supersedes a `crl_file` CRL of the same issuer.
 //! - **ALPN**: `h2`, then `http/1.1`.
 //! - **Keys** may be encrypted PKCS#8 (`key_password_file`); the key must match the certificate.
 //!
@@ -105,6 +107,15 @@ pub struct TlsSettings {
     pub client_ca_file: PathBuf,
     /// CRLs (PEM bundle) to check client certificates against.
     pub crl_file: Option<PathBuf>,
+    /// CRLs held in memory (DER), checked like `crl_file`'s: the list keep's own PKI issuer
+    /// publishes after every revocation, swapped in with [`ReloadableTls::reload_with`] so a
+    /// revocation takes effect in the next handshake without a restart or a file. For an
+    /// issuer that has a CRL here, a CRL from the same issuer in `crl_file` is superseded
+    /// (webpki checks a certificate against the first CRL from its issuer, so two lists from
+    /// one issuer cannot both apply; the in-memory one is the issuer's own, current list).
+    ///
+    /// [`ReloadableTls::reload_with`]: crate::reload::ReloadableTls::reload_with
+    pub extra_crls: Vec<Vec<u8>>,
     /// The lowest TLS version accepted.
     pub min_version: TlsVersion,
     /// Cipher suites to offer, by IANA/rustls name (`TLS13_AES_256_GCM_SHA384`,
@@ -130,6 +141,7 @@ impl TlsSettings {
             key_password_file: None,
             client_ca_file: client_ca_file.into(),
             crl_file: None,
+            extra_crls: Vec::new(),
             min_version: TlsVersion::default(),
             cipher_suites: None,
             require_client_cert: true,
@@ -491,9 +503,29 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
 
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    let mut crls = Vec::new();
+    for (i, der) in settings.extra_crls.iter().enumerate() {
+        let origin = Origin {
+            field: "extra_crls".into(),
+            source: Source::Other(format!("in-memory CRL #{}", i + 1)),
+        };
+        crls.push(check_crl(&origin, 0, der)?);
+    }
     if let Some(crl_path) = &settings.crl_file {
         let crl_origin = Origin::file("crl_file", crl_path);
-        let crls = load_crls(&crl_origin, &read_file(&crl_origin)?)?;
+        let in_memory_issuers: Vec<Vec<u8>> = crls.iter().filter_map(|c| crl_issuer(c)).collect();
+        for crl in load_crls(&crl_origin, &read_file(&crl_origin)?)? {
+            if crl_issuer(&crl).is_some_and(|i| in_memory_issuers.contains(&i)) {
+                tracing::warn!(
+                    file = %crl_origin,
+                    "crl_file holds a CRL from the same issuer as an in-memory CRL (keep's PKI mount); the in-memory one supersedes it"
+                );
+                continue;
+            }
+            crls.push(crl);
+        }
+    }
+    if !crls.is_empty() {
         // Check every chain certificate we have a CRL for; accept unknown status for issuers
         // without one (module docs: "Revocation").
         verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
@@ -704,8 +736,7 @@ pub(crate) fn load_ca_bundle(
     Ok(roots)
 }
 
-/// Reads CRLs, each checked by webpki (so a CRL rustls would reject is reported with its line),
-/// and warns about CRLs past their nextUpdate.
+/// Reads CRLs, each checked by [`check_crl`].
 fn load_crls(
     origin: &Origin,
     bytes: &[u8],
@@ -715,30 +746,43 @@ fn load_crls(
             field: origin.field.clone(),
             source: Box::new(source),
         })?;
-    let now = OffsetDateTime::now_utc();
-    let mut crls = Vec::with_capacity(blocks.len());
-    for block in &blocks {
-        webpki::OwnedCertRevocationList::from_der(&block.der).map_err(|e| {
-            TlsConfigError::BadCrl {
-                origin: origin.clone(),
-                line: block.line,
-                detail: format!("{e:?}"),
-            }
-        })?;
-        if let Ok((_, crl)) = x509_parser::parse_x509_crl(&block.der)
-            && let Some(next) = crl.next_update()
-            && next.to_datetime() < now
-        {
-            tracing::warn!(
-                file = %origin,
-                line = block.line,
-                issuer = %crl.issuer(),
-                "this CRL is past its nextUpdate: it is still used, but certificates revoked since it was published are not; fetch a fresh one"
-            );
-        }
-        crls.push(CertificateRevocationListDer::from(block.der.to_vec()));
+    blocks
+        .iter()
+        .map(|block| check_crl(origin, block.line, &block.der))
+        .collect()
+}
+
+/// Checks one CRL with webpki (so a CRL rustls would reject is reported with its origin) and
+/// warns when it is past its nextUpdate.
+fn check_crl(
+    origin: &Origin,
+    line: usize,
+    der: &[u8],
+) -> Result<CertificateRevocationListDer<'static>, TlsConfigError> {
+    webpki::OwnedCertRevocationList::from_der(der).map_err(|e| TlsConfigError::BadCrl {
+        origin: origin.clone(),
+        line,
+        detail: format!("{e:?}"),
+    })?;
+    if let Ok((_, crl)) = x509_parser::parse_x509_crl(der)
+        && let Some(next) = crl.next_update()
+        && next.to_datetime() < OffsetDateTime::now_utc()
+    {
+        tracing::warn!(
+            file = %origin,
+            line,
+            issuer = %crl.issuer(),
+            "this CRL is past its nextUpdate: it is still used, but certificates revoked since it was published are not; fetch a fresh one"
+        );
     }
-    Ok(crls)
+    Ok(CertificateRevocationListDer::from(der.to_vec()))
+}
+
+/// The raw issuer name of a CRL (already checked to parse).
+fn crl_issuer(crl: &CertificateRevocationListDer<'_>) -> Option<Vec<u8>> {
+    x509_parser::parse_x509_crl(crl)
+        .ok()
+        .map(|(_, c)| c.issuer().as_raw().to_vec())
 }
 
 #[cfg(test)]

@@ -261,3 +261,64 @@ async fn sighup_reloads() {
     assert!(seen, "SIGHUP did not reload");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_crls_revoke_on_reload_with_and_supersede_the_same_issuers_file_crl() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    // The file CRL (intermediate's) revokes `revoked_client` only.
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.crl_file = Some(files.crl.clone());
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let agent = client_config(
+        &files.ca_bundle,
+        Some((&files.client_cert, &files.client_key)),
+    );
+    let revoked = client_config(
+        &files.ca_bundle,
+        Some((&files.revoked_client_cert, &files.revoked_client_key)),
+    );
+    assert!(
+        one_request(server.addr, agent.clone(), SERVER_DNS)
+            .await
+            .unwrap()
+            .contains("hello agent-01")
+    );
+    assert!(
+        one_request(server.addr, revoked.clone(), SERVER_DNS)
+            .await
+            .is_err()
+    );
+
+    // An in-memory CRL from the same intermediate listing the agent: it applies at once, and it
+    // is the intermediate's CRL now (the file's list for that issuer no longer applies).
+    let revoked_before = failures("revoked");
+    let mut next = server.tls.settings();
+    next.extra_crls = vec![pki.crl_with(&[&pki.client]).der];
+    server.tls.reload_with(next).unwrap();
+    let client_saw = one_request(server.addr, agent.clone(), SERVER_DNS)
+        .await
+        .expect_err("the agent revoked in memory was still served");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    assert!(eventually(|| failures("revoked") == revoked_before + 1).await);
+    assert!(
+        one_request(server.addr, revoked, SERVER_DNS)
+            .await
+            .unwrap()
+            .contains("hello agent-revoked")
+    );
+
+    // A broken in-memory CRL is refused like a broken file, naming the field.
+    let mut broken = server.tls.settings();
+    broken.extra_crls = vec![b"not a CRL".to_vec()];
+    let err = server.tls.reload_with(broken).unwrap_err();
+    assert_eq!(err.field(), Some("extra_crls"));
+    assert!(err.to_string().contains("in-memory CRL #1"), "{err}");
+    assert!(
+        one_request(server.addr, agent, SERVER_DNS).await.is_err(),
+        "the last good config (with the in-memory CRL) stays"
+    );
+    server.stop().await;
+}

@@ -100,8 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
         Cmd::Check => {
             keep_tls::server::build(&config.tls)?;
+            if let Some(pki) = &config.pki {
+                keep_server::pki::Pki::load(pki, config.tls.crl_file.clone())?;
+            }
             println!(
-                "ok: {} is valid and its TLS material loads",
+                "ok: {} is valid and its TLS material (and PKI issuer, if any) loads",
                 args.config.display()
             );
             Ok(0)

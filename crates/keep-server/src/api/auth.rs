@@ -174,6 +174,7 @@ pub async fn login(
     let peer = caller.map(|c| c.0.0.clone()).ok_or_else(|| {
         ApiError::client(StatusCode::BAD_REQUEST, "no client certificate supplied")
     })?;
+    crate::api::refuse_revoked(&state, &peer)?;
     let from = addr.as_ref().map(|a| a.0.0);
     let ip = addr.map(|a| a.0.0.ip());
     let store = state.store().ok_or_else(ApiError::sealed)?;

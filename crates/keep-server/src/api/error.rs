@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::kv::KvError;
+use crate::pki::PkiError;
 
 /// An API error: a status and the message the client may see.
 #[derive(Debug)]
@@ -85,6 +86,20 @@ impl From<KvError> for ApiError {
             KvError::Invalid(msg) => ApiError::bad_request(msg),
             KvError::Storage(e) => ApiError::internal(format!("storage: {e}")),
             KvError::Corrupt(key) => ApiError::internal(format!("corrupt entry {key}")),
+        }
+    }
+}
+
+impl From<PkiError> for ApiError {
+    fn from(e: PkiError) -> ApiError {
+        match e {
+            PkiError::BadRequest(_)
+            | PkiError::Refused(_)
+            | PkiError::UnknownRole(_)
+            | PkiError::CertNotFound(_) => ApiError::bad_request(e.to_string()),
+            PkiError::RenewalDenied(msg) => ApiError::client(StatusCode::FORBIDDEN, msg),
+            PkiError::Storage(e) => ApiError::internal(format!("storage: {e}")),
+            PkiError::Config { .. } | PkiError::Internal(_) => ApiError::internal(e.to_string()),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod kv;
+pub mod pki;
 pub mod policy;
 pub mod sys;
 
@@ -119,6 +120,33 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// Refuses a connection whose client certificate this server's PKI mount has revoked (403).
+///
+/// A revocation must end access at once, not at the next handshake: a keep-alive connection
+/// opened before the revocation keeps its TLS session, so every request checks the in-memory
+/// revoked set. Tokens are bound to the certificate they were issued to, so this refuses them
+/// too, and login refuses to mint new ones.
+pub fn refuse_revoked(state: &AppState, peer: &PeerIdentity) -> Result<(), ApiError> {
+    let Some(pki) = &state.pki else {
+        return Ok(());
+    };
+    let store = state.store();
+    match pki.is_revoked(store.as_deref(), peer) {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            tracing::warn!(target: "keep::auth", serial = %peer.serial, subject = %peer.subject, "request on a connection whose client certificate is revoked");
+            audit_layer::note(|c| {
+                c.decision = Some((false, "the client certificate is revoked".into()))
+            });
+            Err(ApiError::client(
+                StatusCode::FORBIDDEN,
+                "permission denied: the client certificate is revoked",
+            ))
+        }
+        Err(e) => Err(ApiError::internal(format!("revoked set: {e}"))),
+    }
+}
+
 /// Resolves the principal of a request. A token is honoured only on a connection presenting
 /// the certificate it was issued to, and only from its bound CIDRs; anything else is 403.
 pub async fn principal(
@@ -130,6 +158,7 @@ pub async fn principal(
     let Some(peer) = caller.map(|c| c.0.clone()) else {
         return Ok(Principal::Anonymous);
     };
+    refuse_revoked(state, &peer)?;
     if state.is_admin(&peer) {
         audit_layer::note(|c| c.admin = true);
         return Ok(Principal::Admin);
@@ -332,6 +361,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sys/policies/acl/{name}", any(policy::acl))
         .route("/v1/sys/policy", any(policy::list_legacy))
         .route("/v1/sys/policy/{name}", any(policy::legacy))
+        .route("/v1/pki/{*rest}", any(pki::handle))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

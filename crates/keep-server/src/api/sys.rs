@@ -99,11 +99,14 @@ pub async fn metrics(
             )));
         }
     }
-    let text = state
+    let mut text = state
         .metrics
         .as_ref()
         .map(|h| h.render())
         .unwrap_or_default();
+    if let Some(pki) = &state.pki {
+        text = crate::pki::metrics::without_series(&text, &pki.hidden_series());
+    }
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -120,7 +120,9 @@ pub fn ttl(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, RoleInput
     }
 }
 
-fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, RoleInputError> {
+/// Reads a boolean as Vault accepts it: `true`/`false`, or the strings `"true"`, `"1"`, `"false"`,
+/// `"0"` and `""`.
+pub fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, RoleInputError> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
