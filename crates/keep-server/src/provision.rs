@@ -47,6 +47,85 @@ pub enum ProvisionError {
     },
 }
 
+/// A certificate issued offline through the PKI mount: the chain to present (leaf, then the
+/// intermediates) and its key. `Debug` does not show the key.
+pub struct OfflineCert {
+    /// Leaf then issuing CA chain without self-signed roots, PEM.
+    pub chain_pem: String,
+    /// The private key, PKCS#8 PEM (unencrypted).
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// The serial, as the inventory lists it.
+    pub serial: String,
+}
+
+impl std::fmt::Debug for OfflineCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineCert")
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes PKI role `role_name` and issues one client certificate per common name in `names`
+/// through the PKI mount configured in `config` (`pki:`), offline: the certificates are in the
+/// mount's inventory, so their holders can renew them over mTLS (`POST /v1/pki/renew`).
+pub fn issue_offline(
+    config: &ServerConfig,
+    role_name: &str,
+    role: &crate::pki::role::PkiRole,
+    names: &[String],
+) -> Result<Vec<OfflineCert>, ProvisionError> {
+    let write = |what: &str, e: &dyn std::fmt::Display| ProvisionError::Write {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    };
+    let pki_config = config.pki.as_ref().ok_or_else(|| ProvisionError::Write {
+        what: "certificates".into(),
+        detail: "the server config has no `pki:` section".into(),
+    })?;
+    let pki = crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())
+        .map_err(|e| write("the PKI issuer", &e))?;
+    let store = open_storage(config)?;
+    let barrier = unseal(config, store, &|_| {
+        Err("provisioning needs seal.key_file or seal.passphrase_file".into())
+    })?;
+    let now = time::OffsetDateTime::now_utc();
+    pki.put_role(&*barrier, role_name, role)
+        .map_err(|e| write(&format!("PKI role {role_name:?}"), &e))?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let req = crate::pki::NameRequest {
+            common_name: Some(name.clone()),
+            ..Default::default()
+        };
+        let (issued, key) = pki
+            .issue(&*barrier, role_name, &req, now)
+            .map_err(|e| write(&format!("a certificate for {name:?}"), &e))?;
+        let mut chain_pem = issued.record.certificate.clone();
+        for ca in pki.ca_chain() {
+            let self_signed = keep_pki::pem::read_certificates(
+                ca.as_bytes(),
+                &keep_pki::Source::Other("the issuer chain".into()),
+            )
+            .ok()
+            .and_then(|b| {
+                b.first()
+                    .and_then(|b| keep_pki::inspect::inspect(&b.der).ok())
+            })
+            .is_some_and(|i| i.self_signed);
+            if !self_signed {
+                chain_pem.push_str(ca);
+            }
+        }
+        out.push(OfflineCert {
+            chain_pem,
+            key_pem: key.to_pem_plaintext(),
+            serial: issued.record.serial_number,
+        });
+    }
+    Ok(out)
+}
+
 /// Unseals the configured storage with its key file (or passphrase file) and writes `p`.
 pub fn apply(config: &ServerConfig, p: &Provision) -> Result<(), ProvisionError> {
     let store = open_storage(config)?;

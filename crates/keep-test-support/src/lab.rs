@@ -52,10 +52,31 @@ impl Lab {
 
     /// A lab with `limits` under `listener.limits` and `extra` top-level YAML.
     pub fn with_config(bin: &Path, limits: &str, extra: &str) -> Lab {
+        Self::with_config_for(bin, limits, |_| extra.to_owned())
+    }
+
+    /// A lab whose server has the PKI mount, issuing with the test intermediate.
+    pub fn with_pki(bin: &Path) -> Lab {
+        Self::with_config_for(bin, "", |files| {
+            format!(
+                "pki:\n  issuer_cert_file: {}\n  issuer_key_file: {}\n",
+                files.intermediate_cert.display(),
+                files.intermediate_key.display()
+            )
+        })
+    }
+
+    /// Like [`Lab::with_config`], with the top-level YAML made from the lab's PKI files.
+    pub fn with_config_for(
+        bin: &Path,
+        limits: &str,
+        extra: impl FnOnce(&crate::TestPkiFiles) -> String,
+    ) -> Lab {
         let tmp = crate::tempdir();
         let dir = tmp.path().to_path_buf();
         let pki = TestPki::new();
         let files = pki.write_to(&dir);
+        let extra = extra(&files);
         let port = free_port();
         let config = dir.join("keep-server.yaml");
         std::fs::write(

@@ -239,6 +239,27 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         took.as_millis()
     );
 
+    step(
+        6,
+        "the doctor walks every step an agent needs and says what is wrong (here: nothing)",
+        &format!("keep doctor --config {}", agent_yaml.display()),
+    );
+    let out = keep_cmd(&exe, &lab.dir)
+        .args(["doctor", "--config"])
+        .arg(&agent_yaml)
+        .stdin(Stdio::null())
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    let summary = report
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    if !out.status.success() {
+        bail!("keep doctor found a problem:\n{report}");
+    }
+    println!("    {summary}");
+
     println!(
         "\nDone in {:.1} s: an agent read its secret from the vault over mutual TLS, three ways.",
         started.elapsed().as_secs_f64()

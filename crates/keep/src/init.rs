@@ -386,13 +386,6 @@ pub fn create(
     for name in &agents {
         let adir = dir.join("agents").join(name);
         mkdir(&adir)?;
-        make(
-            &adir,
-            "agent",
-            &request(Profile::Leaf, name, vec![], Some(EkuChoice::Client), 30),
-            Some(&issuer),
-            None,
-        )?;
         write_atomic(
             &adir.join("root_ca.crt"),
             root.cert.pem().as_bytes(),
@@ -456,6 +449,34 @@ pub fn create(
     ));
     keep_server::provision::apply(&config, &provision)
         .map_err(|e| anyhow::anyhow!("cannot provision the storage: {e}"))?;
+    // Agent certificates come from the vault's own PKI mount (offline, before it runs), so
+    // they are in its inventory and `keep agent` can renew them over mTLS.
+    let agent_role = keep_server::pki::role::PkiRole {
+        allowed_domains: agents.clone(),
+        allow_bare_domains: true,
+        client_flag: true,
+        server_flag: false,
+        ttl: 30 * 24 * 3600,
+        max_ttl: 30 * 24 * 3600,
+        ..Default::default()
+    };
+    let certs = keep_server::provision::issue_offline(&config, "agents", &agent_role, &agents)
+        .map_err(|e| anyhow::anyhow!("cannot issue the agent certificates: {e}"))?;
+    for (name, cert) in agents.iter().zip(&certs) {
+        let adir = dir.join("agents").join(name);
+        write_atomic(
+            &adir.join("agent.crt"),
+            cert.chain_pem.as_bytes(),
+            Mode::Public,
+            false,
+        )?;
+        write_atomic(
+            &adir.join("agent.key"),
+            cert.key_pem.as_bytes(),
+            Mode::Secret,
+            false,
+        )?;
+    }
 
     if root_password.1 {
         eprintln!(

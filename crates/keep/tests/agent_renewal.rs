@@ -32,27 +32,7 @@ impl Drop for Agent {
 }
 
 fn lab_with_pki() -> Lab {
-    let bin = Path::new(env!("CARGO_BIN_EXE_keep"));
-    // The paths are only known once the lab exists: build it once to learn its PKI files'
-    // names (TestPki writes the same names in every lab), then point `pki:` at them.
-    let probe = Lab::new(bin);
-    let cert = probe
-        .files
-        .intermediate_cert
-        .file_name()
-        .unwrap()
-        .to_owned();
-    let key = probe.files.intermediate_key.file_name().unwrap().to_owned();
-    drop(probe);
-    Lab::with_config(
-        bin,
-        "",
-        &format!(
-            "pki:\n  issuer_cert_file: {}\n  issuer_key_file: {}\n",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap()
-        ),
-    )
+    Lab::with_pki(Path::new(env!("CARGO_BIN_EXE_keep")))
 }
 
 /// PKI role, cert auth role, policy and the first secret version; issues the agent's first
