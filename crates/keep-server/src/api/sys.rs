@@ -85,6 +85,9 @@ pub async fn seal(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<R
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Gauge: 1 while the audit log writes, 0 when it is broken (exported when audit is on).
+pub const AUDIT_HEALTHY: &str = "keep_audit_healthy";
+
 /// `GET /v1/sys/metrics?format=prometheus`: Prometheus text (needs only the mTLS connection,
 /// like Vault's unauthenticated metrics access option).
 pub async fn metrics(
@@ -98,6 +101,11 @@ pub async fn metrics(
                 "unsupported metrics format {other:?}; use format=prometheus"
             )));
         }
+    }
+    // Audit health as of this scrape (deploy/prometheus/keep-rules.yml: KeepAuditSinkBroken):
+    // 0 means requests are failing closed.
+    if let Some(audit) = state.audit() {
+        metrics::gauge!(AUDIT_HEALTHY).set(if audit.healthy() { 1.0 } else { 0.0 });
     }
     let mut text = state
         .metrics
