@@ -35,6 +35,7 @@ pub fn diagnose(path: &Path, opts: &Options) -> Check {
             ("server.listener", "listener TLS"),
             ("server.root_ca_key", "root CA key kept offline"),
             ("server.storage", "storage and audit"),
+            ("server.pki", "PKI mount (issuance and renewal)"),
             ("server.roles", "roles and policies"),
         ] {
             out.push(Check::skip(id, t, "the config does not load"));
@@ -44,6 +45,7 @@ pub fn diagnose(path: &Path, opts: &Options) -> Check {
     out.push(listener(&config, &raw, opts));
     out.push(root_ca_keys(&config));
     out.push(storage(&config));
+    out.push(pki(&config, opts));
     out.push(roles(&config));
     Check::group("server", &title, out)
 }
@@ -580,6 +582,85 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Storage and audit.
+
+/// The `pki:` section: the issuer loads as the server would load it (a CA that may sign
+/// certificates and CRLs, its key, the key's password), is not near its end, and chains to the
+/// listener's client CA file (else certificates it issues cannot connect).
+fn pki(config: &ServerConfig, opts: &Options) -> Check {
+    const ID: &str = "server.pki";
+    const TITLE: &str = "PKI mount (issuance and renewal)";
+    let Some(cfg) = &config.pki else {
+        return Check::skip(
+            ID,
+            TITLE,
+            "no `pki:` section: no online issuance, and agents cannot renew their certificates over mTLS (add pki: with the intermediate's cert and key; docs/server.md)",
+        );
+    };
+    let mut out = Vec::new();
+    let pki = match keep_server::pki::Pki::load(cfg, config.tls.crl_file.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Check::fail(
+                "server.pki.issuer",
+                "pki issuer",
+                e.to_string(),
+                "point pki.issuer_cert_file / issuer_key_file at the intermediate CA and its key (never the root's)",
+            );
+        }
+    };
+    out.push(Check::ok(
+        "server.pki.issuer",
+        "pki issuer",
+        format!(
+            "`{}` loads with its key and may sign certificates and CRLs",
+            pki.issuer_subject()
+        ),
+    ));
+    if let Some(f) = CertFacts::of(pki.issuing_ca_der()) {
+        out.push(material::validity(
+            "server.pki.issuer_validity",
+            "pki issuer validity",
+            &f,
+            opts.now,
+            "issue a new intermediate from the offline root (keep certificate create … --profile intermediate-ca) and point pki.issuer_cert_file/issuer_key_file at it",
+        ));
+        // Issued certificates must chain to something the listener trusts.
+        let trusted = std::fs::read(&config.tls.client_ca_file)
+            .ok()
+            .and_then(|t| {
+                keep_pki::pem::read_certificates(
+                    &t,
+                    &Source::File(config.tls.client_ca_file.clone()),
+                )
+                .ok()
+            })
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter_map(|b| CertFacts::of(&b.der))
+                    .any(|ca| ca.subject == f.subject || ca.subject == f.issuer)
+            })
+            .unwrap_or(false);
+        out.push(if trusted {
+            Check::ok(
+                "server.pki.trusted",
+                "issued certificates are trusted by the listener",
+                format!("listener.tls.client_ca_file holds `{}` or its issuer", f.subject),
+            )
+        } else {
+            Check::fail(
+                "server.pki.trusted",
+                "issued certificates are trusted by the listener",
+                format!(
+                    "listener.tls.client_ca_file holds neither `{}` nor its issuer `{}`: certificates from pki/issue and renewals would be refused at the handshake",
+                    f.subject, f.issuer
+                ),
+                "put the root CA (or the intermediate) in listener.tls.client_ca_file",
+            )
+        });
+    }
+    Check::group(ID, TITLE, out)
+}
 
 fn storage(config: &ServerConfig) -> Check {
     let mut out = Vec::new();

@@ -585,6 +585,30 @@ fn server_side_each_broken_setup_fails_naming_its_cause() {
             vec!["policy `writers`", "agent role `writers`", "update, delete"],
             &["server.roles.anyone.names"],
         ),
+        (
+            "pki issuer healthy",
+            healthy.clone()
+                + &format!(
+                    "pki:\n  issuer_cert_file: {}\n  issuer_key_file: {}\n",
+                    lab.files.intermediate_cert.display(),
+                    lab.files.intermediate_key.display()
+                ),
+            "[ok]",
+            vec!["issued certificates are trusted by the listener"],
+            &[],
+        ),
+        (
+            "pki issuer key is not the issuer's",
+            healthy.clone()
+                + &format!(
+                    "pki:\n  issuer_cert_file: {}\n  issuer_key_file: {}\n",
+                    lab.files.intermediate_cert.display(),
+                    lab.files.server_key.display()
+                ),
+            "[fail]",
+            vec!["pki issuer", "pki.issuer_key_file"],
+            &["server.pki.issuer"],
+        ),
         // Last: it leaves the root key in the host directory.
         (
             "root key next to the config",
@@ -649,6 +673,7 @@ fn server_side_each_broken_setup_fails_naming_its_cause() {
             "server.listener",
             "server.root_ca_key",
             "server.storage",
+            "server.pki",
             "server.roles"
         ]
     );
