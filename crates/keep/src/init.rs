@@ -9,7 +9,8 @@
 //!                            its password file)
 //!   server/                  the vault's certificate (SANs: --host names, localhost,
 //!                            127.0.0.1), its encrypted key and password file
-//!   keep-server.yaml         listener, storage, seal, audit, admins, pki — paths relative
+//!   keep-server.yaml         listener (auto_renew on), storage, seal, audit, admins, pki —
+//!                            paths relative
 //!   data/                    keep.db, unseal.key, audit.log (made by `keep server init`)
 //!   operator/                the break-glass admin's certificate and key, and operator.env
 //!                            for the admin CLI
@@ -415,7 +416,7 @@ pub fn create(
     let yaml = format!(
         "# keep server config (docs/server.md). Paths are relative to this file.\n\
          # The root CA key is NOT here: it lives in offline/, which belongs off this machine.\n\
-         listener:\n  address: {listen}\n  tls:\n    cert_file: server/server.crt\n    key_file: server/server.key\n    key_password_file: server/server.pass\n    client_ca_file: ca/root_ca.crt\n    min_version: \"1.2\"\n\
+         listener:\n  address: {listen}\n  tls:\n    cert_file: server/server.crt\n    key_file: server/server.key\n    key_password_file: server/server.pass\n    client_ca_file: ca/root_ca.crt\n    min_version: \"1.2\"\n    auto_renew: true\n\
          storage:\n  sqlite: {{ path: data/keep.db }}\n\
          seal:\n  key_file: data/unseal.key\n\
          audit:\n  file: data/audit.log\n\
