@@ -12,10 +12,20 @@ rounds="${1:-40}"
 python="${KEEP_TEST_PYTHON:-/var/tmp/keep-venv/bin/python}"
 
 if [ -n "${KEEP_BIN:-}" ]; then
-  keep="$KEEP_BIN"   # another build to compare (e.g. target/lto-trial/keep)
+  keep="$KEEP_BIN"   # another build to compare
 else
   cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p keep
   keep="${CARGO_TARGET_DIR:-$repo/target}/release/keep"
+fi
+# The agent-side build for sidecar images (`--profile agent --no-default-features`: no server,
+# init, demo or doctor; size-optimized): its own target dir, so it never replaces the full one.
+if [ -n "${KEEP_AGENT_BIN:-}" ]; then
+  agent_keep="$KEEP_AGENT_BIN"
+else
+  agent_target="${CARGO_TARGET_DIR:-$repo/target}/agent-only"
+  CARGO_TARGET_DIR="$agent_target" cargo build --profile agent --quiet \
+    --manifest-path "$repo/Cargo.toml" -p keep --no-default-features
+  agent_keep="$agent_target/agent/keep"
 fi
 
 work="$(mktemp -d /dev/shm/keep-bench.XXXXXX 2>/dev/null || mktemp -d)"
@@ -97,6 +107,7 @@ echo "## openclaw-resolver: spawn → answer, 3 ids (login, 3 reads over one con
 req='{"protocolVersion":1,"provider":"keep","ids":["openclaw/llm#api_key","openclaw/search","openclaw/mail#token"]}'
 cmds=("keep-resolver(plain-key)=$keep openclaw-resolver --config $work/agent.yaml"
       "keep-resolver(encrypted-key)=$keep openclaw-resolver --config $work/agent-enc.yaml")
+cmds+=("keep-resolver(agent build)=$agent_keep openclaw-resolver --config $work/agent.yaml")
 if "$python" -c 'import hvac' 2>/dev/null; then
   cmds+=("hvac-resolver(python)=$python $here/hvac_resolver.py $url $work/root.crt $work/agent.crt $work/agent.key agents")
 else
@@ -104,8 +115,11 @@ else
 fi
 python3 "$here/spawn_timer.py" "$rounds" "$req" "${cmds[@]}"
 echo
-echo "## keep agent sidecar, idle (2 secrets, file sinks, default poll interval)"
-"$keep" agent --config agent.yaml 2>agent.log & agent_pid=$!
+for variant in full agent-only; do
+bin="$keep"; [ "$variant" = agent-only ] && bin="$agent_keep"
+rm -f sinks/*
+echo "## keep agent sidecar, idle (2 secrets, file sinks, default poll interval): $variant binary"
+"$bin" agent --config agent.yaml 2>agent.log & agent_pid=$!
 for _ in $(seq 100); do [ -s sinks/search.env ] && break; sleep 0.1; done
 sleep 5
 grep -E 'VmRSS|RssAnon|RssFile|VmHWM|Threads' "/proc/$agent_pid/status" | tr -s ' \t' ' '
@@ -116,6 +130,8 @@ echo 1 > "/proc/$agent_pid/clear_refs"
 sleep "${IDLE_WINDOW:-35}"
 awk '/^Referenced:/{r+=$2} /^Anonymous:/{a+=$2} END{printf "working set over the idle window: %d kB referenced (%d kB anonymous)\n", r, a}' "/proc/$agent_pid/smaps"
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
-echo "binary size: $(stat -c %s "$keep") bytes"
+echo "binary size: $(stat -c %s "$bin") bytes"
+echo
+done
 } | tee "$out"
 echo "results: $out"

@@ -9,10 +9,13 @@ mod auth;
 mod certificate;
 mod check;
 mod connect;
+#[cfg(feature = "server")]
 mod demo;
+#[cfg(feature = "server")]
 mod doctor;
 mod exit;
 mod files;
+#[cfg(feature = "server")]
 mod init;
 mod kv;
 mod logging;
@@ -20,6 +23,7 @@ mod login;
 mod openclaw;
 mod password;
 mod policy;
+#[cfg(feature = "server")]
 mod server;
 mod token;
 
@@ -46,9 +50,11 @@ struct Cli {
 enum Command {
     /// Run keep's main job in a temporary lab and clean up: a vault, and an agent reading its
     /// secret over mTLS as a file, an environment variable and OpenClaw's exec provider.
+    #[cfg(feature = "server")]
     Demo(demo::Args),
     /// Create a complete lab: offline root, intermediate, vault and agent certificates, server
     /// and agent configs, and an initialized, provisioned storage.
+    #[cfg(feature = "server")]
     Init(Box<init::Args>),
     /// Create, sign, inspect, verify and lint certificates (step-compatible).
     #[command(alias = "cert")]
@@ -58,6 +64,7 @@ enum Command {
     /// keep check expiry FILE|DIR|https://host:port …: certificate expiry, chain-aware.
     Check(Box<check::Args>),
     /// Run the mTLS vault server (Vault-compatible API), or initialize / rotate its storage.
+    #[cfg(feature = "server")]
     Server(server::Args),
     /// Log in with your client certificate (cert auth); the token is stored in ~/.keep-token.
     Login(Box<login::Args>),
@@ -107,6 +114,7 @@ enum Command {
     ///
     ///   keep doctor --server /etc/keep/keep-server.yaml --format json
     #[command(verbatim_doc_comment)]
+    #[cfg(feature = "server")]
     Doctor(Box<doctor::Args>),
     /// OpenClaw's exec SecretRef provider: answers `{"protocolVersion":1,"ids":[…]}` on stdin
     /// from the vault (see docs/openclaw.md).
@@ -130,10 +138,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        #[cfg(feature = "server")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "server")]
         Command::Init(args) => init::run(*args),
         Command::Certificate(args) => certificate::run(*args),
         Command::Check(args) => check::run(*args),
+        #[cfg(feature = "server")]
         Command::Server(args) => server::run(args),
         Command::Login(args) => login::run(*args),
         Command::Kv(args) => kv::run(*args),
@@ -141,6 +152,7 @@ fn main() -> ExitCode {
         Command::Auth(args) => auth::run(*args),
         Command::Token(args) => token::run(*args),
         Command::Agent(args) => agent::run(*args),
+        #[cfg(feature = "server")]
         Command::Doctor(args) => doctor::run(*args),
         Command::OpenclawResolver(args) => openclaw::run(*args),
     };
