@@ -14,13 +14,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
-};
+use rustls::{AlertDescription, ClientConfig, ClientConnection, SignatureScheme};
 
 /// The client identity to present.
 pub struct Identity {
@@ -127,52 +124,6 @@ pub struct Probe {
     pub answer: Option<Answer>,
 }
 
-/// Accepts any server chain, remembering it; verifies handshake signatures for real.
-#[derive(Debug)]
-struct Capture {
-    seen: Mutex<Vec<Vec<u8>>>,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Capture {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.as_ref().to_vec())
-            .collect();
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
 /// Presents our certificate (if any) and records the CertificateRequest's CA names.
 #[derive(Debug)]
 struct Record {
@@ -244,10 +195,7 @@ pub fn handshake(
         None => None,
     };
     let sent_cert = key.is_some();
-    let capture = Arc::new(Capture {
-        seen: Mutex::new(Vec::new()),
-        algs: provider.signature_verification_algorithms,
-    });
+    let capture = Arc::new(keep_tls::probe::CaptureChain::new(&provider));
     let record = Arc::new(Record {
         key,
         hints: Mutex::new(None),
@@ -276,11 +224,7 @@ pub fn handshake(
             break;
         }
     }
-    let presented = capture
-        .seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let presented = capture.chain();
     let cert_request = record
         .hints
         .lock()

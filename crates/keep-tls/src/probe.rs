@@ -47,11 +47,28 @@ pub struct Presented {
     pub protocol: Option<String>,
 }
 
-/// Captures the server's chain and accepts it; only for inspection, never for trust.
+/// A server certificate "verifier" that accepts any chain and remembers it, while checking the
+/// handshake signatures for real: for probes that look at what a server presents (inspect,
+/// check expiry, doctor), never for trust.
 #[derive(Debug)]
-struct CaptureChain {
+pub struct CaptureChain {
     seen: Mutex<Vec<Vec<u8>>>,
     algs: WebPkiSupportedAlgorithms,
+}
+
+impl CaptureChain {
+    /// A capture using `provider`'s signature algorithms.
+    pub fn new(provider: &CryptoProvider) -> Self {
+        CaptureChain {
+            seen: Mutex::new(Vec::new()),
+            algs: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// The chain the server presented (leaf first, DER), empty before the handshake got there.
+    pub fn chain(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 impl ServerCertVerifier for CaptureChain {
@@ -104,10 +121,7 @@ pub fn fetch_chain(addr: &str, timeout: Duration) -> Result<Presented, ProbeErro
         .ok_or_else(|| ProbeError::BadAddress(addr.to_owned()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let capture = Arc::new(CaptureChain {
-        seen: Mutex::new(Vec::new()),
-        algs: provider.signature_verification_algorithms,
-    });
+    let capture = Arc::new(CaptureChain::new(&provider));
     let config = ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
         .with_safe_default_protocol_versions()
         .map_err(|e| ProbeError::Handshake {
