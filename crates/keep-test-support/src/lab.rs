@@ -30,6 +30,29 @@ pub struct Lab {
     pub config: PathBuf,
 }
 
+/// The Python that has hvac (`KEEP_TEST_PYTHON`, else `python3`), or `None` after printing
+/// SKIP; with `KEEP_REQUIRE_PEERS` set (as `.ci/run` does) a missing hvac fails instead.
+pub fn hvac_python() -> Option<PathBuf> {
+    let py = std::env::var_os("KEEP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import hvac"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("KEEP_REQUIRE_PEERS").is_none(),
+        "hvac is required (KEEP_REQUIRE_PEERS is set) but `{} -c 'import hvac'` fails; .ci/run installs it",
+        py.display()
+    );
+    eprintln!("SKIP: hvac not installed (set KEEP_TEST_PYTHON to a venv python with hvac)");
+    None
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -3,10 +3,10 @@
 //! clients work unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
-use keep_test_support::lab::Lab;
+use keep_test_support::lab::{Lab, hvac_python};
 use keep_test_support::{KeyAlg, csr};
 
 fn keep_bin() -> &'static Path {
@@ -15,33 +15,7 @@ fn keep_bin() -> &'static Path {
 
 /// A lab whose server has the PKI mount, issuing with the test intermediate.
 fn pki_lab() -> Lab {
-    Lab::with_config(
-        keep_bin(),
-        "",
-        "pki:\n  issuer_cert_file: intermediate.crt\n  issuer_key_file: intermediate.key\n",
-    )
-}
-
-fn hvac_python() -> Option<PathBuf> {
-    let py = std::env::var_os("KEEP_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import hvac"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(py)
-    } else {
-        assert!(
-            std::env::var_os("KEEP_REQUIRE_PEERS").is_none(),
-            "hvac is required (KEEP_REQUIRE_PEERS is set) but `{} -c 'import hvac'` fails",
-            py.display()
-        );
-        eprintln!("SKIP: hvac not installed (set KEEP_TEST_PYTHON to a venv python with hvac)");
-        None
-    }
+    Lab::with_pki(keep_bin())
 }
 
 #[test]
@@ -219,8 +193,8 @@ fn the_ca_and_crl_are_served_to_any_mtls_client_and_the_issuer_is_checked_at_sta
     let bad = lab.write_config(
         "bad-pki.yaml",
         &std::fs::read_to_string(&lab.config).unwrap().replace(
-            "issuer_key_file: intermediate.key",
-            "issuer_key_file: root.key",
+            &format!("issuer_key_file: {}", lab.files.intermediate_key.display()),
+            &format!("issuer_key_file: {}", lab.files.root_key.display()),
         ),
     );
     let out = Command::new(keep_bin())

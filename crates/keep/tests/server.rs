@@ -8,32 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keep_test_support::lab::Lab;
+use keep_test_support::lab::{Lab, hvac_python};
 
 fn keep_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_keep"))
-}
-
-fn hvac_python() -> Option<PathBuf> {
-    let py = std::env::var_os("KEEP_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import hvac"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(py)
-    } else {
-        assert!(
-            std::env::var_os("KEEP_REQUIRE_PEERS").is_none(),
-            "hvac is required (KEEP_REQUIRE_PEERS is set) but `{} -c 'import hvac'` fails; .ci/run installs it",
-            py.display()
-        );
-        eprintln!("SKIP: hvac not installed (set KEEP_TEST_PYTHON to a venv python with hvac)");
-        None
-    }
 }
 
 #[test]
