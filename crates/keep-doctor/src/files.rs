@@ -153,6 +153,7 @@ pub fn private_mode(id: &str, field: &str, path: &Path, accepted: bool) -> Check
     }
 }
 
+#[cfg(feature = "server")]
 /// Whether the file `path` can be written, or created in its directory; never changes the
 /// file. An existing file is opened for appending (nothing is written); for a missing one, a
 /// temporary file is created in the directory and removed at once.
@@ -189,6 +190,7 @@ pub fn writable(path: &Path) -> Result<(), String> {
     writable_dir(dir)
 }
 
+#[cfg(feature = "server")]
 /// Whether files can be created in `dir` (a temporary file is created and removed).
 pub fn writable_dir(dir: &Path) -> Result<(), String> {
     match std::fs::metadata(dir) {
@@ -215,6 +217,7 @@ pub fn writable_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create files in {}: {}", dir.display(), io_words(&e)))
 }
 
+#[cfg(feature = "server")]
 /// The message for a path below a regular file (`/etc/passwd/audit.log`).
 fn under_a_file(path: &Path) -> String {
     match path.ancestors().skip(1).find(|a| a.is_file()) {

@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod report;
+#[cfg(feature = "server")]
 pub mod server;
 
 mod files;

@@ -62,7 +62,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         report.checks.push(keep_doctor::agent::diagnose(p, &opts));
     }
     if let Some(p) = &args.server {
+        #[cfg(feature = "server")]
         report.checks.push(keep_doctor::server::diagnose(p, &opts));
+        #[cfg(not(feature = "server"))]
+        return Err(usage(format!(
+            "--server {}: this keep is the agent-side build, without the server checks; run the full keep where the server runs",
+            p.display()
+        )));
     }
     let text = match args.format {
         Format::Text => {

@@ -11,7 +11,6 @@ mod check;
 mod connect;
 #[cfg(feature = "server")]
 mod demo;
-#[cfg(feature = "server")]
 mod doctor;
 mod exit;
 mod files;
@@ -114,7 +113,6 @@ enum Command {
     ///
     ///   keep doctor --server /etc/keep/keep-server.yaml --format json
     #[command(verbatim_doc_comment)]
-    #[cfg(feature = "server")]
     Doctor(Box<doctor::Args>),
     /// OpenClaw's exec SecretRef provider: answers `{"protocolVersion":1,"ids":[…]}` on stdin
     /// from the vault (see docs/openclaw.md).
@@ -152,7 +150,6 @@ fn main() -> ExitCode {
         Command::Auth(args) => auth::run(*args),
         Command::Token(args) => token::run(*args),
         Command::Agent(args) => agent::run(*args),
-        #[cfg(feature = "server")]
         Command::Doctor(args) => doctor::run(*args),
         Command::OpenclawResolver(args) => openclaw::run(*args),
     };
