@@ -1778,9 +1778,10 @@ async fn over_a_real_listener_revocation_ends_open_connections_handshakes_tokens
         .unwrap();
     assert_eq!(s, 403, "{v}");
     assert!(v["errors"][0].as_str().unwrap().contains("revoked"), "{v}");
-    assert_eq!(
-        counter(&metrics, "keep_pki_renewals_total{outcome=\"refused\"}"),
-        refused_before + 1
+    // Process-wide counter: the router tests running beside this one refuse renewals too.
+    assert!(
+        counter(&metrics, "keep_pki_renewals_total{outcome=\"refused\"}") > refused_before,
+        "the refusal was not counted"
     );
 
     // (b) a new handshake fails as `revoked`: counted and reported with the serial.
