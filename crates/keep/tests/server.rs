@@ -595,6 +595,14 @@ fn full_audit_disk_fails_closed_fast_and_recovers() {
         "failing took {took:?}: {body}"
     );
     assert!(body.contains("audit log"), "{body}");
+    // A read runs beside its request line's write, but its answer waits for both lines: with
+    // the audit log failing it must fail closed too, carrying no secret.
+    let (code, body) = lab.curl("GET", "/v1/secret/data/app", None);
+    assert!(
+        code >= 500,
+        "a read was answered with the audit log failing: {code} {body}"
+    );
+    assert!(!body.contains("\"k\"") && !body.contains(canary), "{body}");
     let (code, body) = lab.curl("GET", "/v1/sys/health", None);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"audit_healthy\":false"), "{body}");
