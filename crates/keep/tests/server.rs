@@ -595,8 +595,7 @@ fn full_audit_disk_fails_closed_fast_and_recovers() {
         "failing took {took:?}: {body}"
     );
     assert!(body.contains("audit log"), "{body}");
-    // A read runs beside its request line's write, but its answer waits for both lines: with
-    // the audit log failing it must fail closed too, carrying no secret.
+    // Reads fail closed too, carrying no secret.
     let (code, body) = lab.curl("GET", "/v1/secret/data/app", None);
     assert!(
         code >= 500,

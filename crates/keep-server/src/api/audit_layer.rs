@@ -98,8 +98,6 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "list=true"));
-    // Methods without side effects (KV, policy, role and token reads, lists, health).
-    let read_only = matches!(parts.method.as_str(), "GET" | "HEAD" | "LIST");
     let operation = match parts.method.as_str() {
         "LIST" => "list".to_owned(),
         "GET" if query_list => "list".to_owned(),
@@ -149,19 +147,9 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         data: json_or_text(&bytes).map(|v| log.hashed_value(&v)),
         ..RequestEntry::default()
     };
-    // The request line is queued now. A mutation waits for it before it runs: nothing may
-    // change unless its request is on record. A read (no side effects) runs while the line is
-    // being written and waits for it with its response line, below: one round trip to the
-    // writer instead of two, and the client still gets nothing unless both lines are written.
-    let request_line = log.log_request_async(&entry);
-    let pending_request = if read_only {
-        Some(request_line)
-    } else {
-        if let Err(e) = request_line.await {
-            return refused(&e);
-        }
-        None
-    };
+    if let Err(e) = log.log_request_async(&entry).await {
+        return refused(&e);
+    }
     let ctx = Arc::new(Mutex::new(AuditCtx {
         request_id: id,
         ..AuditCtx::default()
@@ -205,13 +193,7 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         data: data.map(|v| log.hashed_value(&v)),
         error,
     };
-    let response_line = log.log_response_async(&resp_entry);
-    if let Some(request_line) = pending_request
-        && let Err(e) = request_line.await
-    {
-        return refused(&e);
-    }
-    if let Err(e) = response_line.await {
+    if let Err(e) = log.log_response_async(&resp_entry).await {
         return refused(&e);
     }
     Response::from_parts(rparts, Body::from(rbytes))
