@@ -727,17 +727,7 @@ impl VaultClient {
     /// and `expiration` as for `pki/sign`.
     pub async fn pki_renew(&self, csr_pem: &str) -> Result<ApiResponse, ClientError> {
         let body = json!({ "csr": csr_pem });
-        let tokenless = VaultClient {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            addr: self.addr.clone(),
-            token: None,
-            timeout: self.timeout,
-            cert_file: self.cert_file.clone(),
-            answered: AtomicBool::new(self.answered.load(Ordering::Relaxed)),
-        };
-        tokenless
-            .call(Method::POST, "pki/renew", &[], Some(&body))
+        self.send(Method::POST, "pki/renew", &[], Some(&body), None)
             .await
     }
 
@@ -750,10 +740,24 @@ impl VaultClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<ApiResponse, ClientError> {
+        self.send(method, path, query, body, self.token.as_ref())
+            .await
+    }
+
+    /// [`VaultClient::call`] with an explicit token (`None`: send none, whatever the client
+    /// holds).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        token: Option<&SecretString>,
+    ) -> Result<ApiResponse, ClientError> {
         let url = self.url(path, query)?;
         let patch = method == Method::PATCH;
         let mut req = self.http.request(method, url);
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             let mut v = HeaderValue::from_str(token.expose_secret())
                 .map_err(|_| ClientError::InvalidToken)?;
             // Keeps the value out of reqwest's and hyper's debug output.

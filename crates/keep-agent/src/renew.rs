@@ -20,7 +20,6 @@
 //! Failures are retried with backoff until the certificate expires, with a warning each time
 //! that says how long is left; after expiry every attempt logs an error saying so.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -33,6 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{ClientError, VaultClient};
 use crate::config::{Mtls, Renew};
+use crate::sink;
 
 /// A renewed certificate (chain) and its key, held in memory. `Debug` shows neither.
 pub struct Identity {
@@ -227,61 +227,31 @@ pub fn persist(mtls: &Mtls, id: &Identity) -> Result<bool, RenewError> {
     Ok(true)
 }
 
-/// A flushed temporary file next to `path`, with `path`'s current mode (or `default_mode`)
-/// and, when running as root, its owner.
+/// [`sink::stage`]s `contents` for `path`, keeping `path`'s current mode (else
+/// `default_mode`) and, when running as root, its owner.
 fn stage(
     path: &Path,
     contents: &[u8],
     default_mode: u32,
 ) -> Result<tempfile::NamedTempFile, RenewError> {
-    let err = |what: &str, e: std::io::Error| {
-        RenewError::Write(format!("{what} {}: {e}", path.display()))
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    use std::os::unix::fs::MetadataExt;
     let existing = std::fs::metadata(path).ok();
     let mode = existing
         .as_ref()
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(default_mode);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keep-renew-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| err("cannot create a temporary file for", e))?;
-    tmp.write_all(contents)
-        .map_err(|e| err("cannot write the new", e))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-        .map_err(|e| err("cannot set the mode for", e))?;
-    if crate::sink::running_as_root()
-        && let Some(m) = &existing
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::os::unix::fs::chown(tmp.path(), Some(m.uid()), Some(m.gid()))
-            .map_err(|e| err("cannot keep the owner of", e))?;
+        .map_or(default_mode, |m| m.permissions().mode() & 0o777);
+    let keep_owner = existing.as_ref().filter(|_| sink::running_as_root());
+    let tmp = sink::stage(path, contents, mode, keep_owner.map(|m| m.uid()))
+        .map_err(|e| RenewError::Write(e.to_string()))?;
+    if let Some(m) = keep_owner {
+        std::os::unix::fs::chown(tmp.path(), None, Some(m.gid())).map_err(|e| {
+            RenewError::Write(format!("cannot keep the group of {}: {e}", path.display()))
+        })?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| err("cannot flush the new", e))?;
     Ok(tmp)
 }
 
 fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), RenewError> {
-    tmp.persist(path).map_err(|e| {
-        RenewError::Write(format!(
-            "cannot rename onto {}: {}",
-            path.display(),
-            e.error
-        ))
-    })?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| RenewError::Write(format!("cannot flush {}: {e}", dir.display())))?;
-    }
-    Ok(())
+    sink::commit(tmp, path).map_err(|e| RenewError::Write(e.to_string()))
 }
 
 /// The renewal schedule of a running agent (sidecar or `exec`): when the next attempt is due,

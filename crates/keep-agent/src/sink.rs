@@ -261,10 +261,19 @@ pub fn write_atomic(
     mode: u32,
     owner: Option<u32>,
 ) -> Result<(), SinkError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    commit(stage(path, contents, mode, owner)?, path)
+}
+
+/// The first half of [`write_atomic`]: `contents` in a flushed temporary file next to `path`,
+/// with `mode` (and `owner`) already applied, not yet visible under `path`. Two files that must
+/// change together (a certificate and its key) are both staged before either is committed.
+pub fn stage(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<u32>,
+) -> Result<tempfile::NamedTempFile, SinkError> {
+    let dir = parent_dir(path);
     // tempfile creates the file 0600 with O_EXCL, so nobody else can open it in between.
     let mut tmp = tempfile::Builder::new()
         .prefix(".keep-")
@@ -282,16 +291,29 @@ pub fn write_atomic(
             .map_err(io("cannot change the owner of", path))?;
     }
     tmp.as_file().sync_all().map_err(io("cannot flush", path))?;
-    // On failure the NamedTempFile inside the error removes itself when dropped.
+    Ok(tmp)
+}
+
+/// The second half of [`write_atomic`]: renames a [`stage`]d file onto `path` and flushes the
+/// directory. On failure the temporary file removes itself.
+pub fn commit(tmp: tempfile::NamedTempFile, path: &Path) -> Result<(), SinkError> {
     tmp.persist(path).map_err(|e| SinkError::Io {
         what: "cannot rename the new file onto",
         path: path.to_owned(),
         source: e.error,
     })?;
+    let dir = parent_dir(path);
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("cannot flush directory", dir))?;
     Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Checks a template's syntax: every `{{` is closed and names a key.
