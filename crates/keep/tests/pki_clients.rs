@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use keep_test_support::lab::{Lab, hvac_python};
 use keep_test_support::{KeyAlg, csr};
 
@@ -51,19 +53,6 @@ fn hvac_pki_calls_work_unchanged() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("all PKI calls behaved"));
 }
 
-fn admin_client(lab: &Lab) -> vaultrs::client::VaultClient {
-    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
-    let mut pem = std::fs::read(&lab.files.admin_cert).unwrap();
-    pem.extend(std::fs::read(&lab.files.admin_key).unwrap());
-    let settings = VaultClientSettingsBuilder::default()
-        .address(lab.url())
-        .ca_certs(vec![lab.files.root_cert.display().to_string()])
-        .identity(Some(reqwest::Identity::from_pem(&pem).unwrap()))
-        .build()
-        .unwrap();
-    VaultClient::new(settings).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultrs_pki_calls_work_unchanged() {
     use vaultrs::api::pki::requests::{
@@ -73,7 +62,7 @@ async fn vaultrs_pki_calls_work_unchanged() {
     let lab = pki_lab();
     lab.init();
     let server = lab.start();
-    let client = admin_client(&lab);
+    let client = common::admin_vaultrs(&lab);
 
     pki::role::set(
         &client,

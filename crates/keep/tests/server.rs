@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use keep_test_support::lab::{Lab, hvac_python};
 
 fn keep_bin() -> &'static Path {
@@ -40,27 +42,13 @@ fn hvac_runs_every_kv_v2_call_with_the_admin_cert_and_no_token() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("all KV v2 calls behaved"));
 }
 
-fn vault_client(lab: &Lab) -> vaultrs::client::VaultClient {
-    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
-    let mut pem = std::fs::read(&lab.files.admin_cert).unwrap();
-    pem.extend(std::fs::read(&lab.files.admin_key).unwrap());
-    let identity = reqwest::Identity::from_pem(&pem).unwrap();
-    let settings = VaultClientSettingsBuilder::default()
-        .address(lab.url())
-        .ca_certs(vec![lab.files.root_cert.display().to_string()])
-        .identity(Some(identity))
-        .build()
-        .unwrap();
-    VaultClient::new(settings).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultrs_kv2_calls_work_unchanged() {
     use std::collections::HashMap;
     let lab = Lab::new(keep_bin());
     lab.init();
     let _server = lab.start();
-    let client = vault_client(&lab);
+    let client = common::admin_vaultrs(&lab);
     let mut secret = HashMap::new();
     secret.insert("api_key".to_string(), "sk-vaultrs".to_string());
     let meta = vaultrs::kv2::set(&client, "secret", "agents/a1", &secret)
@@ -121,7 +109,7 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_plaintext_on_disk() {
     let lab = Lab::new(keep_bin());
     lab.init();
     let mut server = lab.start();
-    let client = vault_client(&lab);
+    let client = common::admin_vaultrs(&lab);
     let marker = "sk-durable-canary-7f3a9c";
     let mut acked: Vec<(String, String)> = Vec::new();
     let started = Instant::now();
@@ -164,7 +152,7 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_plaintext_on_disk() {
         }
     }
     let _server = lab.start();
-    let client = vault_client(&lab);
+    let client = common::admin_vaultrs(&lab);
     for (key, value) in &acked {
         let got: HashMap<String, String> = vaultrs::kv2::read(&client, "secret", key)
             .await
