@@ -92,6 +92,24 @@ pub fn issue_offline(
     let now = time::OffsetDateTime::now_utc();
     pki.put_role(&*barrier, role_name, role)
         .map_err(|e| write(&format!("PKI role {role_name:?}"), &e))?;
+    // The issuer chain without self-signed roots: what a client presents after its leaf.
+    let intermediates: String = pki
+        .ca_chain()
+        .iter()
+        .filter(|ca| {
+            !keep_pki::pem::read_certificates(
+                ca.as_bytes(),
+                &keep_pki::Source::Other("the issuer chain".into()),
+            )
+            .ok()
+            .and_then(|b| {
+                b.first()
+                    .and_then(|b| keep_pki::inspect::inspect(&b.der).ok())
+            })
+            .is_some_and(|i| i.self_signed)
+        })
+        .map(String::as_str)
+        .collect();
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let req = crate::pki::NameRequest {
@@ -102,21 +120,7 @@ pub fn issue_offline(
             .issue(&*barrier, role_name, &req, now)
             .map_err(|e| write(&format!("a certificate for {name:?}"), &e))?;
         let mut chain_pem = issued.record.certificate.clone();
-        for ca in pki.ca_chain() {
-            let self_signed = keep_pki::pem::read_certificates(
-                ca.as_bytes(),
-                &keep_pki::Source::Other("the issuer chain".into()),
-            )
-            .ok()
-            .and_then(|b| {
-                b.first()
-                    .and_then(|b| keep_pki::inspect::inspect(&b.der).ok())
-            })
-            .is_some_and(|i| i.self_signed);
-            if !self_signed {
-                chain_pem.push_str(ca);
-            }
-        }
+        chain_pem.push_str(&intermediates);
         out.push(OfflineCert {
             chain_pem,
             key_pem: key.to_pem_plaintext(),
