@@ -936,7 +936,10 @@ impl Diagnosis<'_> {
         let Some(leaf) = self.chain.first() else {
             return Check::ok(ID, TITLE, format!("yes, from {}", names.join(", ")));
         };
-        // Our chain's issuers: any of them among the server's CAs is enough.
+        // Our chain's issuers: any of them among the server's CAs is enough. Advisory only, and
+        // by name because the server's hints are names: no trust is decided here (the
+        // handshake and login checks that follow are the real test, and the server decides a
+        // role's CA binding on the verified path, by name and key).
         let ours: Vec<&Vec<u8>> = self
             .chain
             .iter()

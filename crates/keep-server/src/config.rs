@@ -101,6 +101,7 @@ struct RawTls {
     cipher_suites: Option<Vec<String>>,
     #[serde(default)]
     auto_renew: bool,
+    require_client_auth_eku: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,6 +364,10 @@ impl ServerConfig {
             min_version,
             cipher_suites: tls.cipher_suites.clone(),
             require_client_cert: true,
+            // Default on: docs/server.md promises clientAuth is verified, and a certificate
+            // with no EKU at all (RFC 5280: "any purpose") is not what an operator issued for
+            // an agent. Off only by saying so.
+            require_client_auth_eku: tls.require_client_auth_eku.unwrap_or(true),
         };
 
         let mut limits = Limits::default();

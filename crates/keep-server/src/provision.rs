@@ -84,7 +84,8 @@ pub fn issue_offline(
         detail: "the server config has no `pki:` section".into(),
     })?;
     let pki = crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())
-        .map_err(|e| write("the PKI issuer", &e))?;
+        .map_err(|e| write("the PKI issuer", &e))?
+        .with_admins(&config.admins);
     let store = open_storage(config)?;
     let barrier = unseal(config, store, &|_| {
         Err("provisioning needs seal.key_file or seal.passphrase_file".into())

@@ -237,10 +237,9 @@ fn start_pki(
     state: &AppState,
     tls: &ReloadableTls,
 ) -> Result<Arc<crate::pki::Pki>, ServerError> {
-    let pki = Arc::new(crate::pki::Pki::load(
-        pki_config,
-        config.tls.crl_file.clone(),
-    )?);
+    let pki = Arc::new(
+        crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())?.with_admins(&config.admins),
+    );
     pki.attach_tls(tls.clone());
     if let Ok(pem) = std::fs::read(&config.tls.cert_file)
         && let Ok(blocks) = keep_pki::pem::read_certificates(

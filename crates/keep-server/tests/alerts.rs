@@ -106,6 +106,7 @@ fn tls_settings(files: &TestPkiFiles) -> TlsSettings {
         min_version: TlsVersion::V1_2,
         cipher_suites: None,
         require_client_cert: true,
+        require_client_auth_eku: true,
         extra_crls: Vec::new(),
     }
 }

@@ -18,8 +18,11 @@
 //! ≈ 50 ns, builder rebuild ≈ 260 ns, a full in-memory mTLS handshake ≈ 180 µs), so the
 //! simpler design wins: one shared config per reload, swapped as one `Arc`.
 //!
-//! The captured bytes are **never** used for authorization: identity comes only from
-//! `ServerConnection::peer_certificates()` after rustls accepted the chain.
+//! The captured bytes are **never** used for authorization: identity comes only from the path
+//! [`crate::identity::ClientTrust::identify`] verifies after rustls accepted the chain.
+//!
+//! The wrapper also enforces `require_client_auth_eku` (a leaf must carry an EKU extension),
+//! the one rule keep adds to webpki's client verification.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -27,6 +30,8 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::identity::has_eku_extension;
 
 tokio::task_local! {
     /// The end-entity certificate the current connection presented, if any (DER).
@@ -38,11 +43,17 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct CapturingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    /// Refuse a leaf with no extended key usage extension (`require_client_auth_eku`): webpki
+    /// accepts one for any purpose, as RFC 5280 allows.
+    require_client_auth_eku: bool,
 }
 
 impl CapturingVerifier {
-    pub(crate) fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
-        CapturingVerifier { inner }
+    pub(crate) fn new(inner: Arc<dyn ClientCertVerifier>, require_client_auth_eku: bool) -> Self {
+        CapturingVerifier {
+            inner,
+            require_client_auth_eku,
+        }
     }
 }
 
@@ -70,8 +81,16 @@ impl ClientCertVerifier for CapturingVerifier {
         let _ = PRESENTED.try_with(|slot| {
             *slot.borrow_mut() = Some(end_entity.as_ref().to_vec());
         });
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.require_client_auth_eku && !has_eku_extension(end_entity) {
+            // Classified `bad_eku`, as a certificate whose EKU lacks clientAuth.
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use keep_pki::inspect::{attribute_value as attribute_text, format_serial, ip_string, rfc4514};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
@@ -45,10 +45,176 @@ pub struct PeerIdentity {
     pub issuer: String,
     /// The issuer's first common name.
     pub issuer_common_name: Option<String>,
-    /// The chain as the client sent it and rustls verified it: leaf first, then intermediates
-    /// (the trust anchor is not included). For checks that need more than the fields above,
-    /// e.g. which role's CA the chain goes through, or Vault's `required_extensions`.
+    /// The verified path: the leaf first, then the intermediates the verifier **used** to reach
+    /// a trust anchor, in order (the anchor itself is not included). Certificates the client
+    /// merely appended are not here. For checks that need the leaf's raw bytes, e.g. Vault's
+    /// `required_extensions`.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The CAs of the verified path as signature checks see them (subject name and public
+    /// key), from the leaf's direct issuer up to and including the trust anchor. "Is this
+    /// certificate from CA X" is answered here: `issuers.contains(&CaKey::of_certificate(X)?)`.
+    pub issuers: Vec<CaKey>,
+}
+
+/// A CA as a signature check sees it: its subject name and its public key.
+///
+/// Two certificates with the same `CaKey` vouch for exactly the same leaves (a leaf's signature
+/// is checked against the key of a CA whose subject is the leaf's issuer), so this, not a
+/// certificate's fingerprint and never a name alone, is what a trust binding compares. A
+/// second CA with the same name but another key has another `CaKey`; a CA re-issued with the
+/// same key (renewed, cross-signed) keeps its `CaKey`, as it keeps vouching for its leaves.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CaKey {
+    /// The subject name's DER contents (webpki's encoding, as in a `TrustAnchor`).
+    subject: Vec<u8>,
+    /// The SubjectPublicKeyInfo's DER contents (likewise).
+    spki: Vec<u8>,
+}
+
+impl CaKey {
+    /// The `CaKey` of a CA certificate (DER).
+    pub fn of_certificate(der: &[u8]) -> Result<CaKey, IdentityError> {
+        let der = CertificateDer::from(der);
+        let anchor = webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| IdentityError::Unparseable(format!("{e:?}")))?;
+        Ok(CaKey::of_anchor(&anchor))
+    }
+
+    fn of_anchor(anchor: &TrustAnchor<'_>) -> CaKey {
+        CaKey {
+            subject: anchor.subject.as_ref().to_vec(),
+            spki: anchor.subject_public_key_info.as_ref().to_vec(),
+        }
+    }
+}
+
+// By hand: the raw bytes are noise; the SHA-256 of the key identifies it for a reader.
+impl fmt::Debug for CaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = keep_pki::inspect::fingerprint_sha256(&self.spki);
+        f.debug_struct("CaKey")
+            .field("subject_len", &self.subject.len())
+            .field("spki_sha256", &&key[..16])
+            .finish()
+    }
+}
+
+/// The client trust anchors of a listener, and the one way to turn what a client presented
+/// into a [`PeerIdentity`]: build the verified path with webpki (the same library, anchors and
+/// rules rustls' verifier used), then read the identity from that path.
+///
+/// Why again after rustls: rustls accepts a chain but does not tell which path it verified;
+/// `ServerConnection::peer_certificates()` is the chain **as presented**, extra certificates
+/// included. Reading trust from it was an authentication bypass (a leaf from a second
+/// intermediate, with the role's intermediate appended, matched the role). A resumed session
+/// also skips rustls' verification, and this check catches a certificate that expired since.
+/// It costs one path build per connection (two signature checks for a leaf under an
+/// intermediate), not per request.
+#[derive(Clone)]
+pub struct ClientTrust {
+    anchors: Vec<TrustAnchor<'static>>,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+    require_client_auth_eku: bool,
+}
+
+impl fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTrust")
+            .field("anchors", &self.anchors.len())
+            .field("require_client_auth_eku", &self.require_client_auth_eku)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the certificate has an extended key usage extension, whatever it lists (webpki
+/// checks that one present names clientAuth). `require_client_auth_eku` refuses a leaf without
+/// one, here and in the handshake (`capture::CapturingVerifier`).
+pub(crate) fn has_eku_extension(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, cert)| {
+        cert.extensions()
+            .iter()
+            .any(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_EXTENDED_KEY_USAGE)
+    })
+}
+
+impl ClientTrust {
+    /// Trust anchors as the listener's verifier holds them, and the provider's signature
+    /// algorithms. With `require_client_auth_eku`, a leaf must carry an extended key usage
+    /// extension naming clientAuth; without it, a leaf with no EKU extension at all is accepted
+    /// as RFC 5280 allows (one with an EKU extension must include clientAuth either way).
+    pub fn new(
+        anchors: Vec<TrustAnchor<'static>>,
+        algs: rustls::crypto::WebPkiSupportedAlgorithms,
+        require_client_auth_eku: bool,
+    ) -> ClientTrust {
+        ClientTrust {
+            anchors,
+            algs,
+            require_client_auth_eku,
+        }
+    }
+
+    /// Trust anchors from CA certificates (DER) with the default provider's algorithms
+    /// (aws-lc-rs), clientAuth EKU required. For tests and tools that hold CA certificates.
+    pub fn from_ca_certificates(cas: &[CertificateDer<'_>]) -> Result<ClientTrust, IdentityError> {
+        let anchors = cas
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| IdentityError::Unparseable(format!("{e:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ClientTrust::new(
+            anchors,
+            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+            true,
+        ))
+    }
+
+    /// Whether a leaf without any EKU extension is refused.
+    pub fn requires_client_auth_eku(&self) -> bool {
+        self.require_client_auth_eku
+    }
+
+    /// Verifies `presented` (leaf first, then whatever else the client sent, in any order) at
+    /// `now` for client authentication and derives the identity from the verified path.
+    /// Revocation is not checked here: the handshake did, against every loaded CRL, and the
+    /// server checks it again per request.
+    pub fn identify(
+        &self,
+        presented: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<PeerIdentity, IdentityError> {
+        let leaf_der = presented.first().ok_or(IdentityError::NoCertificate)?;
+        let leaf = webpki::EndEntityCert::try_from(leaf_der)
+            .map_err(|e| IdentityError::Unparseable(format!("{e:?}")))?;
+        // clientAuth if the leaf (or a CA) has an EKU extension at all; `required` would also
+        // demand one of every intermediate, which CA certificates rightly lack.
+        let path = leaf
+            .verify_for_usage(
+                self.algs.all,
+                &self.anchors,
+                &presented[1..],
+                now,
+                webpki::KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(IdentityError::from_webpki)?;
+        if self.require_client_auth_eku && !has_eku_extension(leaf_der) {
+            return Err(IdentityError::BadEku);
+        }
+        let mut chain = vec![leaf_der.clone().into_owned()];
+        let mut issuers = Vec::new();
+        for cert in path.intermediate_certificates() {
+            let der = cert.der().into_owned();
+            issuers.push(CaKey::of_certificate(&der)?);
+            chain.push(der);
+        }
+        issuers.push(CaKey::of_anchor(path.anchor()));
+        build(&chain, issuers)
+    }
 }
 
 // By hand: the chain's bytes are noise in logs and assertion messages.
@@ -69,6 +235,7 @@ impl fmt::Debug for PeerIdentity {
             .field("issuer", &self.issuer)
             .field("issuer_common_name", &self.issuer_common_name)
             .field("chain_len", &self.chain.len())
+            .field("issuers", &self.issuers)
             .finish()
     }
 }
@@ -83,14 +250,51 @@ pub enum IdentityError {
     /// The leaf does not parse as X.509.
     #[error("the client certificate does not parse: {0}")]
     Unparseable(String),
+    /// The certificate (or one in its path) has expired — after a resumed session, say.
+    #[error("the client certificate (or a CA certificate in its chain) has expired")]
+    Expired,
+    /// The certificate has no clientAuth extended key usage (or none at all, when required).
+    #[error(
+        "the client certificate is not valid for client authentication (no clientAuth extended key usage)"
+    )]
+    BadEku,
+    /// No path to a trust anchor could be verified.
+    #[error("the client certificate chain does not verify: {0}")]
+    NotVerified(String),
 }
 
-/// Derives the [`PeerIdentity`] from a chain **that rustls has already verified** (leaf first).
+impl IdentityError {
+    fn from_webpki(e: webpki::Error) -> IdentityError {
+        match e {
+            webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+                IdentityError::Expired
+            }
+            webpki::Error::RequiredEkuNotFoundContext(_) => IdentityError::BadEku,
+            other => IdentityError::NotVerified(format!("{other:?}")),
+        }
+    }
+}
+
+/// Derives the [`PeerIdentity`] from `chain`, which the caller guarantees **is a verified
+/// path** (leaf first, then the intermediates a verifier used, in order) — never a chain as a
+/// client presented it: use [`ClientTrust::identify`] for that. The trust anchor is unknown
+/// here, so [`PeerIdentity::issuers`] holds only the chain's own CAs.
 ///
-/// Pure: no I/O, no clock, no trust decisions. It runs once per connection, so it parses the
-/// leaf once and formats only what it returns (~6 µs in release, against ~14 µs for a full
-/// `keep_pki::inspect`); the formatting matches `inspect` exactly, which the tests check.
+/// Pure: no I/O, no clock, no trust decisions.
 pub fn from_verified_chain(chain: &[CertificateDer<'_>]) -> Result<PeerIdentity, IdentityError> {
+    let issuers = chain
+        .iter()
+        .skip(1)
+        .map(|c| CaKey::of_certificate(c))
+        .collect::<Result<_, _>>()?;
+    build(chain, issuers)
+}
+
+/// The identity of the verified path `chain` whose CAs are `issuers`. It runs once per
+/// connection, so it parses the leaf once and formats only what it returns (~6 µs in release,
+/// against ~14 µs for a full `keep_pki::inspect`); the formatting matches `inspect` exactly,
+/// which the tests check.
+fn build(chain: &[CertificateDer<'_>], issuers: Vec<CaKey>) -> Result<PeerIdentity, IdentityError> {
     let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
     let (rest, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
@@ -136,6 +340,7 @@ pub fn from_verified_chain(chain: &[CertificateDer<'_>]) -> Result<PeerIdentity,
         issuer: rfc4514(cert.issuer()),
         issuer_common_name: cert.issuer().iter_common_name().next().map(attribute_text),
         chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+        issuers,
     })
 }
 

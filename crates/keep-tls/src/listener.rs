@@ -11,7 +11,8 @@
 //! 4. on failure: classifies it ([`crate::classify`]), increments
 //!    `keep_tls_handshake_failures_total{reason}`, and emits a `tls_handshake_failure` event
 //!    naming the certificate the client presented, if any;
-//! 5. on success: derives the [`PeerIdentity`] from the verified chain and calls the handler
+//! 5. on success: derives the [`PeerIdentity`] from the path webpki verifies against the same
+//!    config's trust anchors (`ClientTrust::identify`: never from the chain as presented) and calls the handler
 //!    with the TLS stream and a [`ConnInfo`].
 //!
 //! The handshake runs inside the spawned task, never in the accept loop, so a slow or silent
@@ -72,9 +73,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::UnixTime;
 use rustls::server::Acceptor;
 use rustls::{CipherSuite, ProtocolVersion};
-use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -90,8 +91,9 @@ use crate::classify::{
 };
 use crate::counters;
 use crate::events::{EventKind, HandshakeFailure, SecurityEvent, SharedSink};
-use crate::identity::{PeerIdentity, from_verified_chain};
+use crate::identity::{IdentityError, PeerIdentity};
 use crate::reload::ReloadableTls;
+use crate::server::Material;
 use crate::suites;
 
 /// Limits of the listener.
@@ -310,7 +312,9 @@ where
         .await;
 
     let failure = match result {
-        Ok(Ok(stream)) => return verified(stream, peer, local_addr, shared).await,
+        Ok(Ok((stream, material))) => {
+            return verified(stream, &material, peer, local_addr, shared).await;
+        }
         Ok(Err(Failure::Classified(c))) => c,
         Ok(Err(Failure::Io(e))) => classify_io_error(&e, &progress.context),
         Err(_elapsed) => Classified {
@@ -340,7 +344,7 @@ async fn handshake(
     mut tcp: TcpStream,
     tls: &ReloadableTls,
     progress: &mut Progress,
-) -> Result<TlsStream<TcpStream>, Failure> {
+) -> Result<(TlsStream<TcpStream>, Arc<Material>), Failure> {
     let mut first = [0u8; 16];
     let n = match tcp.peek(&mut first).await {
         Ok(n) => n,
@@ -377,10 +381,11 @@ async fn handshake(
             .map(|s| suites::suite_name(*s))
             .collect(),
     });
-    start
+    let stream = start
         .into_stream(Arc::clone(&material.config))
         .await
-        .map_err(Failure::Io)
+        .map_err(Failure::Io)?;
+    Ok((stream, material))
 }
 
 /// Tells a plain-HTTP client what went wrong, as Go's and nginx's servers do. The request is
@@ -401,6 +406,7 @@ async fn answer_plain_http(tcp: &mut TcpStream) {
 
 async fn verified<H, F>(
     stream: TlsStream<TcpStream>,
+    material: &Material,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
     shared: &Shared<H>,
@@ -410,42 +416,35 @@ async fn verified<H, F>(
 {
     let (_, conn) = stream.get_ref();
     let identity = match conn.peer_certificates() {
-        Some(chain) if !chain.is_empty() => match from_verified_chain(chain) {
-            // A resumed session skips certificate verification: refuse one whose certificate
-            // has expired since the full handshake (rustls does not re-check it).
-            Ok(id) if id.not_after < OffsetDateTime::now_utc() => {
-                report_failure(
-                    &shared.events,
-                    peer,
-                    Classified {
-                        reason: Reason::Expired,
-                        detail: format!(
-                            "the client resumed a TLS session with a certificate that expired at {}; fix: renew it",
-                            id.not_after
-                        ),
-                    },
-                    None,
-                    chain.first().map(|c| c.as_ref().to_vec()),
-                );
-                return;
+        // The identity comes from the path webpki verifies against this config's anchors, never
+        // from the chain as presented (see `ClientTrust`). This also re-checks validity: a
+        // resumed session skips rustls' verification, so a certificate that expired since the
+        // full handshake is caught here.
+        Some(chain) if !chain.is_empty() => {
+            match material.client_trust.identify(chain, UnixTime::now()) {
+                Ok(id) => Some(Arc::new(id)),
+                Err(e) => {
+                    let reason = match e {
+                        IdentityError::Expired => Reason::Expired,
+                        IdentityError::BadEku => Reason::BadEku,
+                        _ => Reason::Other,
+                    };
+                    report_failure(
+                        &shared.events,
+                        peer,
+                        Classified {
+                            reason,
+                            detail: format!(
+                                "the client certificate was accepted by the handshake (or a resumed session) but its chain does not verify now: {e}; fix: renew or reissue it"
+                            ),
+                        },
+                        None,
+                        chain.first().map(|c| c.as_ref().to_vec()),
+                    );
+                    return;
+                }
             }
-            Ok(id) => Some(Arc::new(id)),
-            Err(e) => {
-                // rustls accepted a chain we cannot read: refuse rather than serve an
-                // anonymous connection.
-                report_failure(
-                    &shared.events,
-                    peer,
-                    Classified {
-                        reason: Reason::Other,
-                        detail: format!("the verified client certificate cannot be read: {e}"),
-                    },
-                    None,
-                    chain.first().map(|c| c.as_ref().to_vec()),
-                );
-                return;
-            }
-        },
+        }
         _ => None,
     };
     let info = ConnInfo {

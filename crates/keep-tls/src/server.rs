@@ -43,6 +43,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::capture::CapturingVerifier;
+use crate::identity::ClientTrust;
 use crate::suites;
 
 /// The lowest TLS version the server (or client) accepts.
@@ -125,6 +126,13 @@ pub struct TlsSettings {
     /// Require a client certificate (the default). Turning this off lets clients without a
     /// certificate complete the handshake; certificates that are presented are still verified.
     pub require_client_cert: bool,
+    /// Require a client certificate to carry an extended key usage extension that names
+    /// clientAuth (the default). RFC 5280 lets a certificate without any EKU extension be used
+    /// for anything, and rustls/webpki accept one; keep refuses it unless this is turned off,
+    /// so a certificate made for something else (a CA, a code-signing cert with no EKU) is not
+    /// accepted as a client. A certificate whose EKU extension lacks clientAuth is refused
+    /// either way.
+    pub require_client_auth_eku: bool,
 }
 
 impl TlsSettings {
@@ -145,6 +153,7 @@ impl TlsSettings {
             min_version: TlsVersion::default(),
             cipher_suites: None,
             require_client_cert: true,
+            require_client_auth_eku: true,
         }
     }
 
@@ -475,6 +484,9 @@ pub(crate) struct Material {
     pub(crate) server_names: Vec<String>,
     /// When the server certificate expires (exported as a gauge once the config is in use).
     pub(crate) not_after: OffsetDateTime,
+    /// The client trust anchors this config verifies with: the listener derives each
+    /// connection's identity from the path they verify (see [`ClientTrust`]).
+    pub(crate) client_trust: Arc<ClientTrust>,
 }
 
 pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConfigError> {
@@ -500,6 +512,16 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
 
     let ca_origin = Origin::file("client_ca_file", &settings.client_ca_file);
     let roots = load_ca_bundle(&ca_origin, &read_file(&ca_origin)?)?;
+    let client_trust = Arc::new(ClientTrust::new(
+        roots.roots.clone(),
+        provider.signature_verification_algorithms,
+        settings.require_client_auth_eku,
+    ));
+    if !settings.require_client_auth_eku {
+        tracing::warn!(
+            "TLS listener: require_client_auth_eku is false: client certificates without any extended key usage extension are accepted"
+        );
+    }
 
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
@@ -548,7 +570,10 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
             what: "TLS version selection",
             detail: e.to_string(),
         })?
-        .with_client_cert_verifier(Arc::new(CapturingVerifier::new(verifier)))
+        .with_client_cert_verifier(Arc::new(CapturingVerifier::new(
+            verifier,
+            settings.require_client_auth_eku,
+        )))
         .with_single_cert(chain, key_der)
         .map_err(|e| TlsConfigError::Rustls {
             what: "server certificate and key",
@@ -560,6 +585,7 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
         config: Arc::new(config),
         server_names: leaf.dns_names,
         not_after: leaf.not_after,
+        client_trust,
     })
 }
 

@@ -344,21 +344,9 @@ pub fn create(
     )?;
     write_password(&server.join("server.pass"), &server_pass)?;
 
-    // The operator (break-glass admin, 90 days).
+    // The operator (break-glass admin): its certificate comes from the PKI mount below, so it
+    // is in the inventory and can be revoked at run time (`keep pki revoke`, `pki/revoke`).
     let op_pass = new_secret_password()?;
-    make(
-        &operator,
-        "operator",
-        &request(
-            Profile::Leaf,
-            "operator",
-            vec![],
-            Some(EkuChoice::Client),
-            90,
-        ),
-        Some(&issuer),
-        Some(&op_pass),
-    )?;
     write_password(&operator.join("operator.pass"), &op_pass)?;
 
     let host = hosts.first().map(String::as_str).unwrap_or("localhost");
@@ -478,6 +466,49 @@ pub fn create(
             false,
         )?;
     }
+
+    // The operator's certificate (90 days), through the mount like the agents'. Its role is the
+    // only one allowed to issue an admin name (`allow_admin_names`): no agent role can mint
+    // `CN=operator`. Policies give no one but admins access to `pki/issue/keep-operator`.
+    let operator_role = keep_server::pki::role::PkiRole {
+        allowed_domains: vec!["operator".into()],
+        allow_bare_domains: true,
+        allow_localhost: false,
+        allow_ip_sans: false,
+        client_flag: true,
+        server_flag: false,
+        ttl: 90 * 24 * 3600,
+        max_ttl: 90 * 24 * 3600,
+        allow_admin_names: true,
+        ..Default::default()
+    };
+    let op = keep_server::provision::issue_offline(
+        &config,
+        "keep-operator",
+        &operator_role,
+        &["operator".to_owned()],
+    )
+    .map_err(|e| anyhow::anyhow!("cannot issue the operator certificate: {e}"))?;
+    let op = op
+        .first()
+        .context("the PKI mount issued no operator certificate")?;
+    write_atomic(
+        &operator.join("operator.crt"),
+        op.chain_pem.as_bytes(),
+        Mode::Public,
+        false,
+    )?;
+    let op_key = keep_pki::key::load_private_key(
+        op.key_pem.as_bytes(),
+        &Source::Other("the new operator key".into()),
+        None,
+    )?;
+    write_atomic(
+        &operator.join("operator.key"),
+        op_key.to_pem_encrypted(&op_pass)?.as_bytes(),
+        Mode::Secret,
+        false,
+    )?;
 
     if root_password.1 {
         eprintln!(

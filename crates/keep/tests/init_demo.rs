@@ -225,7 +225,21 @@ fn init_makes_a_lab_that_server_and_agents_use_unchanged() {
     if let Ok(out) = curl {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
-        assert_eq!(v["data"]["keys"].as_array().map(Vec::len), Some(2), "{v}");
+        // The two agents' certificates and the operator's: all in the inventory, so each can
+        // be revoked at run time (the operator's too: a stolen admin key is not forever).
+        assert_eq!(v["data"]["keys"].as_array().map(Vec::len), Some(3), "{v}");
+        let op_pem = std::fs::read(dir.join("operator/operator.crt")).unwrap();
+        let op = keep_pki::pem::read_certificates(&op_pem, &keep_pki::Source::Other("op".into()))
+            .unwrap();
+        let op_serial = keep_pki::inspect::inspect(&op[0].der).unwrap().serial;
+        assert!(
+            v["data"]["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k.as_str() == Some(op_serial.as_str())),
+            "the operator's certificate {op_serial} is not in the inventory: {v}"
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use keep_tls::identity::PeerIdentity;
 
 use crate::alerts::{Access, Alerts};
-use crate::auth::role::{ChainFacts, CompiledRole, Mismatch};
+use crate::auth::role::{CompiledRole, Mismatch};
 use crate::auth::{RoleMap, SelectError};
 
 /// The roles (named, or all candidates) that accept `peer`'s certificate but not `from`.
@@ -36,10 +36,9 @@ pub fn refused_for_address<'a>(
     if refusing_address.is_empty() {
         return refusing_address;
     }
-    let facts = ChainFacts::of(peer);
     refusing_address
         .into_iter()
-        .filter(|r| r.matches_certificate(peer, &facts).is_ok())
+        .filter(|r| r.matches_certificate(peer).is_ok())
         .collect()
 }
 

@@ -378,19 +378,23 @@ pub async fn handle(
             require(&state, &who, &acl_path, Operation::Update).await?;
             let body = json_object(body, limit).await?;
             check_fields(&body, &["serial_number", "certificate"], &["issuer_ref"])?;
-            let serial = match (
+            let t = match (
                 opt_string(&body, "serial_number")?,
                 opt_string(&body, "certificate")?,
             ) {
-                (Some(s), None) => s,
-                (None, Some(pem)) => serial_of_pem(&pem)?,
+                (Some(serial), None) => {
+                    blocking(move || Ok(pki.revoke(&*store, &serial, now)?)).await?
+                }
+                // By certificate: also one this issuer signed that is not in the inventory.
+                (None, Some(pem)) => {
+                    blocking(move || Ok(pki.revoke_certificate(&*store, &pem, now)?)).await?
+                }
                 _ => {
                     return Err(ApiError::bad_request(
                         "give exactly one of serial_number or certificate",
                     ));
                 }
             };
-            let t = blocking(move || Ok(pki.revoke(&*store, &serial, now)?)).await?;
             Ok(answer(
                 StatusCode::OK,
                 json!({"revocation_time": t, "revocation_time_rfc3339": rfc3339(t), "state": "revoked"}),
@@ -471,20 +475,6 @@ pub async fn handle(
         | (["roles" | "sign" | "issue" | "cert", _], _, _) => Err(method_not_allowed()),
         _ => Err(no_route(&rest)),
     }
-}
-
-fn serial_of_pem(pem: &str) -> Result<String, ApiError> {
-    let blocks = keep_pki::pem::read_certificates(
-        pem.as_bytes(),
-        &keep_pki::Source::Field("certificate".into()),
-    )
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let first = blocks
-        .first()
-        .ok_or_else(|| ApiError::bad_request("certificate holds no certificate"))?;
-    keep_pki::inspect::inspect(&first.der)
-        .map(|i| i.serial)
-        .map_err(|e| ApiError::bad_request(format!("certificate: {}", e.problem)))
 }
 
 /// `POST /v1/pki/renew` with `{"csr": PEM}`: a new certificate with the identity of the

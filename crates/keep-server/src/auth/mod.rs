@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use keep_store::{Store, StoreError};
 use keep_tls::identity::PeerIdentity;
 
-use crate::auth::role::{ChainFacts, CompiledRole, Mismatch, Role};
+use crate::auth::role::{CompiledRole, Mismatch, Role};
 
 const ROLE_PREFIX: &str = "auth/cert/roles/";
 
@@ -159,7 +159,6 @@ pub fn select_role(
     addr: Option<IpAddr>,
     only_tokenless: bool,
 ) -> Result<(Arc<CompiledRole>, &'static str), SelectError> {
-    let facts = ChainFacts::of(peer);
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         let r = roles
             .get(n)
@@ -174,7 +173,7 @@ pub fn select_role(
     let matching: Vec<&Arc<CompiledRole>> = roles
         .values()
         .filter(|r| !only_tokenless || r.role.allow_tokenless)
-        .filter(|r| r.matches_with(peer, &facts, addr).is_ok())
+        .filter(|r| r.matches(peer, addr).is_ok())
         .collect();
     let constrained: Vec<&Arc<CompiledRole>> = matching
         .iter()

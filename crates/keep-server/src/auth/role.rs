@@ -8,10 +8,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use keep_tls::identity::PeerIdentity;
+use keep_tls::identity::{CaKey, PeerIdentity};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// Vault's default token TTL when neither the role nor the request sets one: 32 days.
 pub const DEFAULT_TOKEN_TTL: u64 = 32 * 24 * 3600;
@@ -395,31 +394,30 @@ pub struct CompiledRole {
     pub name: String,
     /// The stored role.
     pub role: Role,
-    /// SHA-256 fingerprints of the role's CA certificates.
-    ca_fingerprints: Vec<[u8; 32]>,
-    /// Raw subject DNs of the role's CA certificates (to match a chain's last issuer).
-    ca_subjects: Vec<Vec<u8>>,
+    /// The role's CA certificates as signature checks see them (name and key): a client
+    /// matches when one of them is in its **verified** path (`PeerIdentity::issuers`). `None`:
+    /// the role has no `certificate` (any CA the listener trusts). `Some` of an empty list (a
+    /// stored certificate that no longer parses) matches nothing: fail closed.
+    ca_keys: Option<Vec<CaKey>>,
     cidrs: Vec<(IpAddr, u8)>,
 }
 
 impl CompiledRole {
     /// Precomputes what matching needs.
     pub fn new(name: &str, role: Role) -> CompiledRole {
-        let mut ca_fingerprints = Vec::new();
-        let mut ca_subjects = Vec::new();
-        if !role.certificate.trim().is_empty()
-            && let Ok(blocks) = keep_pki::pem::read_certificates(
+        let ca_keys = (!role.certificate.trim().is_empty()).then(|| {
+            keep_pki::pem::read_certificates(
                 role.certificate.as_bytes(),
                 &keep_pki::pem::Source::Field("certificate".into()),
             )
-        {
-            for b in blocks {
-                ca_fingerprints.push(Sha256::digest(&*b.der).into());
-                if let Ok((_, x)) = x509_parser::parse_x509_certificate(&b.der) {
-                    ca_subjects.push(x.subject().as_raw().to_vec());
-                }
-            }
-        }
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter_map(|b| CaKey::of_certificate(&b.der).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+        });
         let cidrs = role
             .token_bound_cidrs
             .iter()
@@ -428,27 +426,16 @@ impl CompiledRole {
         CompiledRole {
             name: name.to_owned(),
             role,
-            ca_fingerprints,
-            ca_subjects,
+            ca_keys,
             cidrs,
         }
     }
 
     /// Whether `peer` (verified by the listener) connecting from `addr` matches this role.
-    /// Pure: no I/O, no parsing of the role. For many roles, compute [`ChainFacts`] once and
-    /// use [`matches_with`](Self::matches_with).
+    /// Pure: no I/O, no parsing, no signature check (the listener built the verified path once
+    /// per connection).
     pub fn matches(&self, peer: &PeerIdentity, addr: Option<IpAddr>) -> Result<(), Mismatch> {
-        self.matches_with(peer, &ChainFacts::of(peer), addr)
-    }
-
-    /// [`matches`](Self::matches) with the chain's facts computed by the caller.
-    pub fn matches_with(
-        &self,
-        peer: &PeerIdentity,
-        facts: &ChainFacts,
-        addr: Option<IpAddr>,
-    ) -> Result<(), Mismatch> {
-        self.matches_certificate(peer, facts)?;
+        self.matches_certificate(peer)?;
         self.address_allowed(addr)
     }
 
@@ -465,12 +452,8 @@ impl CompiledRole {
 
     /// Every check of [`matches_with`](Self::matches_with) but the source address: chain,
     /// names, extensions. (Tells a certificate used from the wrong place from a wrong one.)
-    pub fn matches_certificate(
-        &self,
-        peer: &PeerIdentity,
-        facts: &ChainFacts,
-    ) -> Result<(), Mismatch> {
-        self.chain_matches(facts)?;
+    pub fn matches_certificate(&self, peer: &PeerIdentity) -> Result<(), Mismatch> {
+        self.chain_matches(peer)?;
         let r = &self.role;
         let any = |patterns: &[String], values: &[String]| {
             patterns
@@ -507,53 +490,15 @@ impl CompiledRole {
         Ok(())
     }
 
-    fn chain_matches(&self, facts: &ChainFacts) -> Result<(), Mismatch> {
-        if self.ca_fingerprints.is_empty() {
-            return Ok(());
-        }
-        // The role's CA is either one of the certificates the client sent (an intermediate)
-        // or the issuer of the last one (the root the listener anchored the chain to).
-        if facts
-            .ca_fingerprints
-            .iter()
-            .any(|fp| self.ca_fingerprints.contains(fp))
-        {
-            return Ok(());
-        }
-        if let Some(issuer) = &facts.last_issuer
-            && self.ca_subjects.iter().any(|s| s == issuer)
-        {
-            return Ok(());
-        }
-        Err(Mismatch::Chain)
-    }
-}
-
-/// What role matching needs from a client's verified chain, computed once per request rather
-/// than once per role.
-#[derive(Clone, Debug, Default)]
-pub struct ChainFacts {
-    /// SHA-256 of every certificate the client sent after its leaf.
-    ca_fingerprints: Vec<[u8; 32]>,
-    /// Raw issuer DN of the last certificate sent.
-    last_issuer: Option<Vec<u8>>,
-}
-
-impl ChainFacts {
-    /// Computes the facts of `peer`'s chain.
-    pub fn of(peer: &PeerIdentity) -> ChainFacts {
-        ChainFacts {
-            ca_fingerprints: peer
-                .chain
-                .iter()
-                .skip(1)
-                .map(|c| Sha256::digest(c.as_ref()).into())
-                .collect(),
-            last_issuer: peer.chain.last().and_then(|last| {
-                x509_parser::parse_x509_certificate(last.as_ref())
-                    .ok()
-                    .map(|(_, x)| x.issuer().as_raw().to_vec())
-            }),
+    /// The role's CA binding, read from the **verified** path only: one of the role's CAs
+    /// (same name and key) is the leaf's issuer, an intermediate above it, or the trust anchor.
+    /// Never from the certificates a client chose to append (that was an authentication
+    /// bypass: a leaf of a second intermediate with the role's CA appended matched).
+    fn chain_matches(&self, peer: &PeerIdentity) -> Result<(), Mismatch> {
+        match &self.ca_keys {
+            None => Ok(()),
+            Some(keys) if peer.issuers.iter().any(|i| keys.contains(i)) => Ok(()),
+            Some(_) => Err(Mismatch::Chain),
         }
     }
 }
@@ -643,6 +588,108 @@ mod tests {
             .remove("pin_first_seen_address");
         let old: Role = serde_json::from_value(stored).unwrap();
         assert!(!old.pin_first_seen_address);
+    }
+
+    /// The CA binding reads the verified path only (issue: a leaf of a second intermediate
+    /// with the role's intermediate appended logged in). Role bound to intermediate A; only
+    /// leaves that A really signed match, whatever else the client appends.
+    #[test]
+    fn ca_binding_holds_only_for_leaves_the_role_ca_signed() {
+        use keep_test_support::{INTERMEDIATE_CN, LeafSpec, TestPki};
+        use keep_tls::identity::ClientTrust;
+        use rustls_pki_types::{CertificateDer, UnixTime};
+        use time::{Duration, OffsetDateTime};
+
+        let pki = TestPki::new();
+        let now = OffsetDateTime::now_utc();
+        let a = &pki.intermediate;
+        let b = pki.issue_intermediate(
+            "Keep Test Second Intermediate",
+            now - Duration::days(1),
+            now + Duration::days(365),
+        );
+        // Same subject DN as A, another key, also under the root.
+        let fake_a = pki.issue_intermediate(
+            INTERMEDIATE_CN,
+            now - Duration::days(1),
+            now + Duration::days(365),
+        );
+        let leaf_a = a.issue(&LeafSpec::agent("a2"));
+        let leaf_b = b.issue(&LeafSpec::agent("a2"));
+        let leaf_f = fake_a.issue(&LeafSpec::agent("a2"));
+
+        let trust =
+            ClientTrust::from_ca_certificates(&[CertificateDer::from(pki.root.der.clone())])
+                .unwrap();
+        let role = CompiledRole::new(
+            "agents",
+            Role {
+                certificate: a.cert_pem.clone(),
+                allowed_common_names: vec!["a2".into()],
+                ..Role::default()
+            },
+        );
+        let root_role = CompiledRole::new(
+            "everyone",
+            Role {
+                certificate: pki.root.cert_pem.clone(),
+                ..Role::default()
+            },
+        );
+        let der = |d: &[u8]| CertificateDer::from(d.to_vec());
+        let cases: [(&str, Vec<CertificateDer<'static>>, bool); 6] = [
+            ("leaf from A", vec![der(&leaf_a.der), der(&a.der)], true),
+            (
+                "leaf from A, B appended",
+                vec![der(&leaf_a.der), der(&a.der), der(&b.der)],
+                true,
+            ),
+            ("leaf from B", vec![der(&leaf_b.der), der(&b.der)], false),
+            (
+                "leaf from B, A appended",
+                vec![der(&leaf_b.der), der(&b.der), der(&a.der)],
+                false,
+            ),
+            (
+                "leaf from B, A before B",
+                vec![der(&leaf_b.der), der(&a.der), der(&b.der)],
+                false,
+            ),
+            (
+                "leaf from a CA named like A (other key), A appended",
+                vec![der(&leaf_f.der), der(&fake_a.der), der(&a.der)],
+                false,
+            ),
+        ];
+        for (what, chain, want) in cases {
+            // Every chain verifies to the root: the listener accepts all of them.
+            let peer = trust.identify(&chain, UnixTime::now()).unwrap();
+            assert_eq!(role.matches(&peer, None).is_ok(), want, "{what}");
+            if !want {
+                assert_eq!(role.matches(&peer, None), Err(Mismatch::Chain), "{what}");
+            }
+            // The root is the anchor of every path: a role bound to it takes them all.
+            assert!(root_role.matches(&peer, None).is_ok(), "{what} (root role)");
+            // Appended certificates are not part of the identity's chain.
+            assert!(
+                peer.chain.len() <= 2,
+                "{what}: {} certificates in the path",
+                peer.chain.len()
+            );
+        }
+        // A role whose stored certificate no longer parses matches nothing (fail closed).
+        let broken = CompiledRole::new(
+            "broken",
+            Role {
+                certificate: "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+                    .into(),
+                ..Role::default()
+            },
+        );
+        let peer = trust
+            .identify(&[der(&leaf_a.der), der(&a.der)], UnixTime::now())
+            .unwrap();
+        assert_eq!(broken.matches(&peer, None), Err(Mismatch::Chain));
     }
 
     #[test]

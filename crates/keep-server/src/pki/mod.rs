@@ -37,7 +37,7 @@ use keep_tls::reload::ReloadableTls;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::config::PkiConfig;
+use crate::config::{AdminIdentity, PkiConfig};
 use role::{PkiRole, Refusal, RoleKeyType};
 
 const ROLES: &str = "pki/roles/";
@@ -205,6 +205,10 @@ pub struct Pki {
     /// Series to leave out of `/v1/sys/metrics` (tidied certificates, replaced server certs).
     hidden: RwLock<HashSet<String>>,
     server_serial: Mutex<Option<String>>,
+    /// The server's `admins:` identities: names this mount refuses to put in a certificate
+    /// unless the role sets `allow_admin_names` (an agent allowed `pki/issue` on a broad role
+    /// must not be able to mint itself a break-glass admin certificate).
+    admins: Vec<AdminIdentity>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -421,6 +425,30 @@ impl Pki {
             tls: OnceLock::new(),
             hidden: RwLock::new(HashSet::new()),
             server_serial: Mutex::new(None),
+            admins: Vec::new(),
+        })
+    }
+
+    /// The server's `admins:` identities, whose names this mount will not issue unless a role
+    /// sets `allow_admin_names` (call it with the config's `admins` wherever the mount is
+    /// loaded for a server).
+    pub fn with_admins(mut self, admins: &[AdminIdentity]) -> Pki {
+        self.admins = admins.to_vec();
+        self
+    }
+
+    /// The `admins:` entry that a certificate with these names would match, if any.
+    fn admin_named(&self, cn: Option<&str>, sans: &[String]) -> Option<String> {
+        self.admins.iter().find_map(|a| match a {
+            // Case-insensitive on purpose: refusing `OPERATOR` too costs nothing, and it stays
+            // right if admin matching ever relaxes.
+            AdminIdentity::CommonName(want) => cn
+                .filter(|c| c.eq_ignore_ascii_case(want))
+                .map(|c| format!("common name {c:?}")),
+            AdminIdentity::UriSan(want) => sans
+                .iter()
+                .find(|s| s.eq_ignore_ascii_case(want))
+                .map(|s| format!("URI SAN {s:?}")),
         })
     }
 
@@ -640,6 +668,13 @@ impl Pki {
                 }
                 push(s.clone());
             }
+        }
+        if !role.allow_admin_names
+            && let Some(name) = self.admin_named(cn.as_deref(), &sans)
+        {
+            return Err(PkiError::Refused(Refusal(format!(
+                "{name} is a break-glass admin identity in this server's admins: list; the PKI mount does not issue admin identities unless the role sets allow_admin_names=true"
+            ))));
         }
         let no_ekus: &[String] = &[];
         let eku = role::check_ekus(role, csr.map_or(no_ekus, |c| &c.requested_ekus))?;
@@ -964,6 +999,67 @@ impl Pki {
         tracing::warn!(target: "keep::pki", serial = %serial, subject = %record.subject, role = %record.role, "certificate revoked");
         self.rebuild_crl(store, now)?;
         Ok(t)
+    }
+
+    /// `pki/revoke` with `certificate`: revokes a certificate this mount's issuer signed, also
+    /// one that is not in the inventory (made offline with the issuer's key, as older
+    /// `keep init` labs made the operator's): it is recorded first (role empty), so a stolen
+    /// key can be cut off at run time. A certificate from another issuer is refused (400).
+    /// Blocking.
+    pub fn revoke_certificate(
+        &self,
+        store: &dyn Store,
+        pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<i64, PkiError> {
+        let bad = |m: String| PkiError::BadRequest(format!("certificate: {m}"));
+        let blocks =
+            keep_pki::pem::read_certificates(pem.as_bytes(), &Source::Field("certificate".into()))
+                .map_err(|e| bad(e.to_string()))?;
+        let [block] = blocks.as_slice() else {
+            return Err(bad(format!(
+                "give exactly one certificate ({} found)",
+                blocks.len()
+            )));
+        };
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&block.der).map_err(|e| bad(e.to_string()))?;
+        let (_, issuer) = x509_parser::parse_x509_certificate(&self.issuer.cert.der)
+            .map_err(|e| PkiError::Internal(e.to_string()))?;
+        if cert.issuer().as_raw() != self.issuer_subject_raw.as_slice()
+            || cert.verify_signature(Some(issuer.public_key())).is_err()
+        {
+            return Err(bad(format!(
+                "it was not signed by this mount's issuer ({}); revoke it where it was issued",
+                self.issuer_subject
+            )));
+        }
+        let info = keep_pki::inspect::inspect(&block.der).map_err(|e| bad(e.problem))?;
+        if self.record(store, &info.serial)?.is_none() {
+            let record = CertRecord {
+                serial_number: info.serial.clone(),
+                certificate: keep_pki::pem::encode("CERTIFICATE", &block.der),
+                role: String::new(),
+                subject: info.subject.clone(),
+                not_before: cert.validity().not_before.timestamp(),
+                not_after: cert.validity().not_after.timestamp(),
+                issued_at: cert.validity().not_before.timestamp(),
+                revocation_time: 0,
+                renewed_from: None,
+            };
+            // Check-and-put: a concurrent issue or revoke of the same serial wins cleanly.
+            let _ = store.transaction(&[
+                TxOp::Check {
+                    key: key_of(CERTS, &record.serial_number),
+                    expected: None,
+                },
+                TxOp::Put {
+                    key: key_of(CERTS, &record.serial_number),
+                    value: json(&record)?,
+                },
+            ]);
+        }
+        self.revoke(store, &info.serial, now)
     }
 
     /// Entries the listener's `crl_file` lists for this issuer (signature checked), so they

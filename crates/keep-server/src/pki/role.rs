@@ -92,6 +92,10 @@ pub struct PkiRole {
     pub require_cn: bool,
     /// Backdating of `not_before`, seconds (default 30, as in Vault).
     pub not_before_duration: u64,
+    /// keep's own: the role may issue a name that the server's `admins:` list names (default
+    /// false). Without it the mount refuses such a certificate, so no agent holding
+    /// `pki/issue` on a broad role can mint itself a break-glass admin identity.
+    pub allow_admin_names: bool,
 }
 
 impl Default for PkiRole {
@@ -116,6 +120,7 @@ impl Default for PkiRole {
             use_csr_sans: true,
             require_cn: true,
             not_before_duration: 30,
+            allow_admin_names: false,
         }
     }
 }
@@ -208,7 +213,8 @@ impl PkiRole {
                 | "use_csr_common_name"
                 | "use_csr_sans"
                 | "require_cn"
-                | "not_before_duration" => {}
+                | "not_before_duration"
+                | "allow_admin_names" => {}
                 // keep derives key usage from the key type: Vault's defaults are what it does.
                 "key_usage" => {
                     let ku = string_list(m, "key_usage")?.unwrap_or_default();
@@ -234,7 +240,7 @@ impl PkiRole {
         if let Some(v) = string_list(m, "allowed_domains")? {
             self.allowed_domains = v.into_iter().map(|d| d.to_ascii_lowercase()).collect();
         }
-        let flags: [(&str, &mut bool); 12] = [
+        let flags: [(&str, &mut bool); 13] = [
             ("allow_subdomains", &mut self.allow_subdomains),
             ("allow_bare_domains", &mut self.allow_bare_domains),
             ("allow_glob_domains", &mut self.allow_glob_domains),
@@ -247,6 +253,7 @@ impl PkiRole {
             ("use_csr_common_name", &mut self.use_csr_common_name),
             ("use_csr_sans", &mut self.use_csr_sans),
             ("require_cn", &mut self.require_cn),
+            ("allow_admin_names", &mut self.allow_admin_names),
         ];
         for (field, slot) in flags {
             if let Some(b) = boolean(m, field)? {
@@ -400,6 +407,7 @@ impl PkiRole {
                 "postal_code": [],
                 "province": [],
                 "require_cn": self.require_cn,
+                "allow_admin_names": self.allow_admin_names,
                 "server_flag": self.server_flag,
                 "signature_bits": 0,
                 "street_address": [],
