@@ -83,8 +83,7 @@ pub fn issue_offline(
         what: "certificates".into(),
         detail: "the server config has no `pki:` section".into(),
     })?;
-    let pki = crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())
-        .map_err(|e| write("the PKI issuer", &e))?;
+    let pki = crate::pki::Pki::load(pki_config).map_err(|e| write("the PKI issuer", &e))?;
     let store = open_storage(config)?;
     let barrier = unseal(config, store, &|_| {
         Err("provisioning needs seal.key_file or seal.passphrase_file".into())
