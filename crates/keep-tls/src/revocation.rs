@@ -165,7 +165,8 @@ impl Revocations {
     }
 
     /// The first certificate of `chain` (leaf first, as verified) that a loaded CRL of its
-    /// issuer lists, or `None`.
+    /// issuer lists, or `None`. When several CRLs list it, one whose signature verifies is
+    /// named.
     pub(crate) fn check(&self, chain: &[CertificateDer<'_>]) -> Option<Revoked> {
         if self.crls.is_empty() {
             return None;
@@ -177,18 +178,30 @@ impl Revocations {
         for cert in &parsed {
             let issuer = cert.issuer().as_raw();
             let serial = cert.raw_serial();
-            for crl in self
-                .crls
-                .iter()
-                .filter(|c| c.issuer == issuer && c.serials.contains(serial))
-            {
-                let signature_verified = crl.verified_at_load
+            let verified = |crl: &LoadedCrl| {
+                crl.verified_at_load
                     || x509_parser::parse_x509_crl(&crl.der).is_ok_and(|(_, list)| {
                         parsed
                             .iter()
                             .filter(|p| p.subject().as_raw() == issuer)
                             .any(|p| signed_by(&list, p.public_key().raw))
-                    });
+                    })
+            };
+            let mut listing: Option<(&LoadedCrl, bool)> = None;
+            for crl in self
+                .crls
+                .iter()
+                .filter(|c| c.issuer == issuer && c.serials.contains(serial))
+            {
+                let ok = verified(crl);
+                if listing.is_none() || ok {
+                    listing = Some((crl, ok));
+                }
+                if ok {
+                    break;
+                }
+            }
+            if let Some((crl, signature_verified)) = listing {
                 return Some(Revoked {
                     subject: keep_pki::inspect::rfc4514(cert.subject()),
                     serial: keep_pki::inspect::format_serial(serial),

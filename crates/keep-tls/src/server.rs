@@ -171,6 +171,20 @@ impl TlsSettings {
     }
 }
 
+/// Why a server certificate is outside its validity window, for [`TlsConfigError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidityDates {
+    /// The certificate's subject (RFC 4514).
+    pub subject: String,
+    /// The bound it is outside of: notAfter when expired, notBefore when not yet valid
+    /// (RFC 3339).
+    pub bound: String,
+    /// The time of the check (RFC 3339).
+    pub now: String,
+    /// The command that issues a replacement with the same names.
+    pub reissue: String,
+}
+
 /// Where a piece of TLS material came from: the config field and the file (or inline value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
@@ -308,35 +322,25 @@ pub enum TlsConfigError {
     },
     /// The server certificate is past its notAfter.
     #[error(
-        "{origin}: the server certificate `{subject}` expired at {not_after} (now {now}), so every client would reject it; fix: put a renewed certificate in `listener.tls.cert_file` and its key in `listener.tls.key_file` ({reissue}); with `listener.tls.auto_renew` keep renews its own certificate before it expires, but only while it runs"
+        "{origin}: the server certificate `{}` expired at {} (now {}), so every client would reject it; fix: put a renewed certificate in `listener.tls.cert_file` and its key in `listener.tls.key_file` ({}); with `listener.tls.auto_renew` keep renews its own certificate before it expires, but only while it runs",
+        dates.subject, dates.bound, dates.now, dates.reissue
     )]
     ServerCertExpired {
         /// The cert field and file.
         origin: Origin,
-        /// The certificate's subject.
-        subject: String,
-        /// Its notAfter (RFC 3339).
-        not_after: String,
-        /// The time of the check (RFC 3339).
-        now: String,
-        /// The command that issues a replacement with the same names.
-        reissue: String,
+        /// Its subject, notAfter and the time of the check (boxed: errors are rare).
+        dates: Box<ValidityDates>,
     },
     /// The server certificate is before its notBefore.
     #[error(
-        "{origin}: the server certificate `{subject}` is valid only from {not_before} (now {now}), so every client would reject it; fix: check this machine's clock, or put a certificate that is valid now in `listener.tls.cert_file` ({reissue})"
+        "{origin}: the server certificate `{}` is valid only from {} (now {}), so every client would reject it; fix: check this machine's clock, or put a certificate that is valid now in `listener.tls.cert_file` ({})",
+        dates.subject, dates.bound, dates.now, dates.reissue
     )]
     ServerCertNotYetValid {
         /// The cert field and file.
         origin: Origin,
-        /// The certificate's subject.
-        subject: String,
-        /// Its notBefore (RFC 3339).
-        not_before: String,
-        /// The time of the check (RFC 3339).
-        now: String,
-        /// The command that issues a replacement with the same names.
-        reissue: String,
+        /// Its subject, notBefore and the time of the check (boxed: errors are rare).
+        dates: Box<ValidityDates>,
     },
     /// The server certificate has no DNS or IP subject alternative name.
     #[error(
@@ -776,22 +780,24 @@ fn check_server_leaf(
             .collect();
         format!("`keep certificate create {cn} server.crt server.key --profile leaf{sans} …`")
     };
+    let dates = |bound: OffsetDateTime| {
+        Box::new(ValidityDates {
+            subject: info.subject.clone(),
+            bound: keep_pki::duration::rfc3339(bound),
+            now: keep_pki::duration::rfc3339(now),
+            reissue: reissue(),
+        })
+    };
     if now > not_after {
         return Err(TlsConfigError::ServerCertExpired {
             origin: origin.clone(),
-            not_after: keep_pki::duration::rfc3339(not_after),
-            now: keep_pki::duration::rfc3339(now),
-            reissue: reissue(),
-            subject: info.subject,
+            dates: dates(not_after),
         });
     }
     if now < not_before {
         return Err(TlsConfigError::ServerCertNotYetValid {
             origin: origin.clone(),
-            not_before: keep_pki::duration::rfc3339(not_before),
-            now: keep_pki::duration::rfc3339(now),
-            reissue: reissue(),
-            subject: info.subject,
+            dates: dates(not_before),
         });
     }
     Ok(ServerLeaf {

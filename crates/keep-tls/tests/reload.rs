@@ -527,3 +527,73 @@ async fn a_server_certificate_clients_would_reject_is_not_swapped_in() {
     assert_eq!(served_serial(server.addr, config).await, good_serial);
     server.stop().await;
 }
+
+/// A CRL counts only if its issuer signed it: one with the intermediate's name but another key
+/// is a config error when the intermediate is in `client_ca_file`; when it is not (clients send
+/// it), a certificate such a CRL lists is refused (fail closed), while a genuine second CRL of
+/// the same issuer revokes as `revoked` and unlisted clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_counts_only_if_its_issuer_signed_it() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let now = time::OffsetDateTime::now_utc();
+    let impostor = pki.issue_intermediate(
+        &pki.intermediate.common_name,
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    );
+    let forged = pki.crl_signed_by(&impostor, &[&pki.client]);
+    let crl_path = dir.path().join("mixed.crl");
+
+    // The intermediate is in client_ca_file: refused at load, naming the file.
+    std::fs::write(&crl_path, format!("{}{}", pki.crl.pem, forged.pem)).unwrap();
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.crl_file = Some(crl_path.clone());
+    let err = keep_tls::server::build(&settings).unwrap_err();
+    assert_eq!(err.field(), Some("crl_file"));
+    assert_eq!(err.file(), Some(crl_path.as_path()));
+    assert!(err.to_string().contains("does not verify"), "{err}");
+
+    // Only the root is trusted (clients send the intermediate): checked at the handshake.
+    let genuine_second = pki.crl_with(&[&pki.admin]);
+    std::fs::write(
+        &crl_path,
+        format!("{}{}{}", pki.crl.pem, forged.pem, genuine_second.pem),
+    )
+    .unwrap();
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.root_cert);
+    settings.crl_file = Some(crl_path.clone());
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let as_client = |cert: &Path, key: &Path| client_config(&files.ca_bundle, Some((cert, key)));
+    let client_saw = one_request(
+        server.addr,
+        as_client(&files.client_cert, &files.client_key),
+        SERVER_DNS,
+    )
+    .await
+    .expect_err("a certificate listed in a forged CRL was served");
+    assert!(!client_saw.contains("hello"), "{client_saw}");
+    let client_saw = one_request(
+        server.addr,
+        as_client(&files.admin_cert, &files.admin_key),
+        SERVER_DNS,
+    )
+    .await
+    .expect_err("a certificate listed in the issuer's second CRL was served");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    let agent = pki.issue(&LeafSpec::agent("agent-05"));
+    let agent_files = agent.write_to(dir.path(), "agent-05");
+    assert!(
+        one_request(
+            server.addr,
+            as_client(&agent_files.cert, &agent_files.key),
+            SERVER_DNS
+        )
+        .await
+        .unwrap()
+        .contains("hello agent-05")
+    );
+    server.stop().await;
+}
