@@ -1711,8 +1711,8 @@ async fn over_a_real_listener_revocation_ends_open_connections_handshakes_tokens
             .await,
         200,
     );
-    // The certificate TestPki revoked in the crl_file stays revoked after keep's own CRL
-    // superseded that file's list for the same issuer.
+    // The certificate TestPki revoked in the crl_file stays revoked next to keep's own CRL
+    // for the same issuer.
     let old_revoked = client(
         &ca,
         &pki.revoked_client.chain_pem,

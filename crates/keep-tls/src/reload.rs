@@ -48,7 +48,9 @@ pub struct ReloadableTls {
 }
 
 struct Inner {
-    /// The settings the current config was built from. The mutex also serialises reloads, so a
+    /// The settings the current config was built from; `extra_crls` may be newer, when
+    /// [`reload_with_extra_crls`](Self::reload_with_extra_crls) remembered CRLs whose build
+    /// failed for another reason (the next reload uses them). The mutex also serialises reloads, so a
     /// SIGHUP and a file change at the same moment build one after the other.
     state: Mutex<State>,
     current: RwLock<Arc<Material>>,
@@ -104,7 +106,9 @@ impl ReloadableTls {
         Arc::clone(&guard)
     }
 
-    /// The settings the current config was built from.
+    /// The settings the current config was built from; `extra_crls` may be newer, when
+    /// [`reload_with_extra_crls`](Self::reload_with_extra_crls) remembered CRLs whose build
+    /// failed for another reason (the next reload uses them).
     pub fn settings(&self) -> TlsSettings {
         lock(&self.inner.state).settings.clone()
     }

@@ -597,3 +597,42 @@ async fn a_crl_counts_only_if_its_issuer_signed_it() {
     );
     server.stop().await;
 }
+
+/// The PKI mount's new CRL is not lost when its reload fails because `crl_file` is broken at
+/// that moment: the last good config stays, and the next reload (once the file is repaired)
+/// includes the new in-memory CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_crls_survive_a_reload_that_failed_for_another_file() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.crl_file = Some(files.crl.clone());
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let agent = client_config(
+        &files.ca_bundle,
+        Some((&files.client_cert, &files.client_key)),
+    );
+    let good_file = std::fs::read_to_string(&files.crl).unwrap();
+    replace(&files.crl, "not a CRL\n");
+    let err = server
+        .tls
+        .reload_with_extra_crls(vec![pki.crl_with(&[&pki.client]).der])
+        .unwrap_err();
+    assert_eq!(err.field(), Some("crl_file"), "{err}");
+    assert!(
+        one_request(server.addr, agent.clone(), SERVER_DNS)
+            .await
+            .unwrap()
+            .contains("hello agent-01"),
+        "the last good config stays"
+    );
+    replace(&files.crl, &good_file);
+    server.tls.reload().unwrap();
+    let client_saw = one_request(server.addr, agent, SERVER_DNS)
+        .await
+        .expect_err("the remembered in-memory CRL was dropped");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    server.stop().await;
+}
