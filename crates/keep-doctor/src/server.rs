@@ -597,7 +597,7 @@ fn pki(config: &ServerConfig, opts: &Options) -> Check {
         );
     };
     let mut out = Vec::new();
-    let pki = match keep_server::pki::Pki::load(cfg, config.tls.crl_file.clone()) {
+    let pki = match keep_server::pki::Pki::load(cfg) {
         Ok(p) => p,
         Err(e) => {
             return Check::fail(

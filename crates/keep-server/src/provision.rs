@@ -83,7 +83,7 @@ pub fn issue_offline(
         what: "certificates".into(),
         detail: "the server config has no `pki:` section".into(),
     })?;
-    let pki = crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())
+    let pki = crate::pki::Pki::load(pki_config)
         .map_err(|e| write("the PKI issuer", &e))?
         .with_admins(&config.admins);
     let store = open_storage(config)?;

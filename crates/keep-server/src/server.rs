@@ -220,6 +220,7 @@ pub fn prepare(
     if let Some(pki_config) = &config.pki {
         state.pki = Some(start_pki(config, pki_config, &state, &tls)?);
     }
+    state.tls = Some(tls.clone());
     Ok(Prepared {
         state: Arc::new(state),
         tls,
@@ -237,9 +238,7 @@ fn start_pki(
     state: &AppState,
     tls: &ReloadableTls,
 ) -> Result<Arc<crate::pki::Pki>, ServerError> {
-    let pki = Arc::new(
-        crate::pki::Pki::load(pki_config, config.tls.crl_file.clone())?.with_admins(&config.admins),
-    );
+    let pki = Arc::new(crate::pki::Pki::load(pki_config)?.with_admins(&config.admins));
     pki.attach_tls(tls.clone());
     if let Ok(pem) = std::fs::read(&config.tls.cert_file)
         && let Ok(blocks) = keep_pki::pem::read_certificates(

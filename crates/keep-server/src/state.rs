@@ -44,6 +44,9 @@ pub struct AppState {
     audit: RwLock<Option<crate::audit::AuditLog>>,
     /// The PKI mount (`pki:` in the config); `None` = the `pki/` routes answer 404.
     pub pki: Option<Arc<crate::pki::Pki>>,
+    /// The listener's TLS material, whose CRLs (`crl_file` and the PKI mount's) every request's
+    /// client certificate is checked against; `None` when the router runs without a listener.
+    pub tls: Option<keep_tls::reload::ReloadableTls>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            tls: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            tls: None,
         }
     }
 

@@ -48,7 +48,6 @@ fn pki_engine(pki: &TestPki) -> Pki {
         &Source::Other("intermediate".into()),
         key,
         std::time::Duration::from_secs(24 * 3600),
-        None,
     )
     .unwrap()
 }
@@ -609,7 +608,6 @@ async fn lifetimes_never_outlive_the_issuer() {
         &Source::Other("short".into()),
         key,
         std::time::Duration::from_secs(3600),
-        None,
     )
     .unwrap();
     let store = MemStore::new();
@@ -1422,7 +1420,6 @@ async fn the_engine_refuses_a_leaf_or_a_mismatched_key_as_issuer() {
         &Source::Other("leaf".into()),
         key(&pki.client.key_pem),
         std::time::Duration::from_secs(3600),
-        None,
     )
     .unwrap_err()
     .to_string();
@@ -1435,7 +1432,6 @@ async fn the_engine_refuses_a_leaf_or_a_mismatched_key_as_issuer() {
         &Source::Other("i".into()),
         key(&pki.root.key_pem),
         std::time::Duration::from_secs(3600),
-        None,
     )
     .unwrap_err()
     .to_string();
@@ -1463,10 +1459,10 @@ async fn the_engine_refuses_a_leaf_or_a_mismatched_key_as_issuer() {
         issuer_key_password_file: None,
         crl_next_update: std::time::Duration::from_secs(3600),
     };
-    let e = Pki::load(&cfg, None).unwrap_err().to_string();
+    let e = Pki::load(&cfg).unwrap_err().to_string();
     assert!(e.contains("pki.issuer_key_password_file"), "{e}");
     cfg.issuer_key_password_file = Some(pass);
-    Pki::load(&cfg, None).unwrap();
+    Pki::load(&cfg).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1715,8 +1711,8 @@ async fn over_a_real_listener_revocation_ends_open_connections_handshakes_tokens
             .await,
         200,
     );
-    // The certificate TestPki revoked in the crl_file stays revoked after keep's own CRL
-    // superseded that file's list for the same issuer.
+    // The certificate TestPki revoked in the crl_file stays revoked next to keep's own CRL
+    // for the same issuer.
     let old_revoked = client(
         &ca,
         &pki.revoked_client.chain_pem,
@@ -1856,6 +1852,187 @@ async fn over_a_real_listener_revocation_ends_open_connections_handshakes_tokens
         .unwrap();
 }
 
+/// Issue 11, item 4: with the PKI mount's CRL in the handshake, a certificate the operator
+/// adds to `listener.tls.crl_file` (same issuer: keep's intermediate) is refused within the
+/// watch interval, on new handshakes and per request on a connection opened before; a
+/// certificate revoked through `pki/revoke` (in the mount's CRL only) stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_file_revocation_applies_next_to_the_mounts_crl_also_on_open_connections() {
+    use live::*;
+    use std::time::Duration;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let issuer_chain = dir.path().join("issuer-chain.crt");
+    std::fs::write(
+        &issuer_chain,
+        format!("{}{}", pki.intermediate.cert_pem, pki.root.cert_pem),
+    )
+    .unwrap();
+    let config_path = dir.path().join("keep-server.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listener:\n  address: 127.0.0.1:1\n  tls:\n    cert_file: {}\n    key_file: {}\n    client_ca_file: {}\n    crl_file: {}\nstorage:\n  sqlite: {{ path: keep.db }}\nseal:\n  key_file: unseal.key\naudit:\n  file: audit.log\nadmins:\n  - common_name: operator\npki:\n  issuer_cert_file: {}\n  issuer_key_file: {}\n  crl_next_update: 1h\n",
+            files.server_cert.display(),
+            files.server_key.display(),
+            files.ca_bundle.display(),
+            files.crl.display(),
+            issuer_chain.display(),
+            files.intermediate_key.display(),
+        ),
+    )
+    .unwrap();
+    let config = keep_server::config::ServerConfig::load(&config_path).unwrap();
+    let no_prompt = |_: &str| Err::<secrecy::SecretString, String>("no prompt in tests".into());
+    keep_server::server::init(&config, &no_prompt).unwrap();
+    let mut prepared = keep_server::server::prepare(&config, &no_prompt).unwrap();
+    let events = sink();
+    prepared.events = events.clone();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (trigger, signal) = keep_tls::listener::shutdown_channel();
+    let server = {
+        let config = config.clone();
+        tokio::spawn(
+            async move { keep_server::server::serve(&config, prepared, tcp, signal).await },
+        )
+    };
+    let ca = pki.ca_bundle_pem();
+    let admin_tls = client(&ca, &pki.admin.chain_pem, &pki.admin.key_pem);
+    let mut admin = Conn::open(addr, admin_tls).await.unwrap();
+    let status = |r: Result<(u16, Value), String>| r.map(|(s, _)| s);
+    // A fresh connection's first request: the status, or what the client saw instead.
+    let fresh = |tls: Arc<keep_tls::tokio_rustls::rustls::ClientConfig>| async move {
+        match Conn::open(addr, tls).await {
+            Ok(mut c) => status(c.call("GET", "/v1/pki/ca/pem", None, None).await),
+            Err(e) => Err(e),
+        }
+    };
+
+    // One certificate revoked through the mount: only its CRL (in memory) lists it.
+    assert_eq!(
+        status(
+            admin
+                .call("POST", "/v1/pki/roles/agents", None, Some(agents_role()))
+                .await
+        ),
+        Ok(200)
+    );
+    let (s, issued) = admin
+        .call(
+            "POST",
+            "/v1/pki/issue/agents",
+            None,
+            Some(json!({"common_name": "agent-30.claw.internal"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{issued}");
+    let d = &issued["data"];
+    let mount_revoked = client(
+        &ca,
+        &format!(
+            "{}{}",
+            d["certificate"].as_str().unwrap(),
+            pki.intermediate.cert_pem
+        ),
+        d["private_key"].as_str().unwrap(),
+    );
+    assert_eq!(fresh(mount_revoked.clone()).await, Ok(200));
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/v1/pki/revoke",
+            None,
+            Some(json!({"serial_number": d["serial_number"]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(fresh(mount_revoked.clone()).await.is_err());
+
+    // agent-01 (same intermediate, not in the mount's inventory) logs in on a kept-alive
+    // connection (login checks revocation per request, like every authenticated route).
+    assert_eq!(status(admin.call("POST", "/v1/auth/cert/certs/agents", None, Some(json!({"certificate": pki.intermediate.cert_pem, "allowed_common_names": "agent-01", "token_policies": "default"}))).await), Ok(204));
+    let agent_tls = client(&ca, &pki.client.chain_pem, &pki.client.key_pem);
+    let mut agent = Conn::open(addr, agent_tls.clone()).await.unwrap();
+    let login = |v: &Value| v["auth"]["client_token"].is_string();
+    let (s, v) = agent
+        .call("POST", "/v1/auth/cert/login", None, None)
+        .await
+        .unwrap();
+    assert!(s == 200 && login(&v), "{s} {v}");
+
+    // The operator adds agent-01 to crl_file (the intermediate's CRL, as TestPki signs it).
+    let file_crl = pki.crl_with(&[&pki.revoked_client, &pki.client]);
+    let tmp = files.crl.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}{}", file_crl.pem, pki.root_crl.pem)).unwrap();
+    std::fs::rename(&tmp, &files.crl).unwrap();
+
+    // The open connection is refused per request once the watcher (1 s) reloaded the file.
+    let revoked = json!({"errors": ["permission denied: the client certificate is revoked"]});
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = agent
+            .call("POST", "/v1/auth/cert/login", None, None)
+            .await
+            .unwrap();
+        if s == 403 {
+            assert_eq!(v, revoked);
+            break;
+        }
+        assert!(s == 200 && login(&v), "{s} {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a certificate added to crl_file was still served per request after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A new handshake is refused as `revoked`, with the serial.
+    let client_saw = fresh(agent_tls)
+        .await
+        .expect_err("a certificate added to crl_file completed a new handshake");
+    assert!(
+        client_saw.contains("CertificateRevoked") || client_saw.contains("revoked"),
+        "{client_saw}"
+    );
+    let serial = pki
+        .client
+        .serial
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !failures(&events.events()).contains(&(Reason::Revoked, Some(serial.clone()))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            failures(&events.events())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The file reload kept the mount's CRL, and the file's older entry still applies.
+    assert!(fresh(mount_revoked).await.is_err());
+    let old_revoked = client(
+        &ca,
+        &pki.revoked_client.chain_pem,
+        &pki.revoked_client.key_pem,
+    );
+    assert!(fresh(old_revoked).await.is_err());
+    // Others are unaffected.
+    assert_eq!(
+        status(admin.call("GET", "/v1/pki/ca/pem", None, None).await),
+        Ok(200)
+    );
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[test]
 fn the_server_renews_its_own_serving_certificate_at_two_thirds_of_its_lifetime() {
     use keep_server::pki::server_cert::AutoRenew;
@@ -1975,7 +2152,6 @@ fn the_server_renews_its_own_serving_certificate_at_two_thirds_of_its_lifetime()
         &Source::Other("other".into()),
         other_key,
         std::time::Duration::from_secs(3600),
-        None,
     )
     .unwrap();
     assert_eq!(

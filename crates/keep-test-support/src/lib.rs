@@ -609,6 +609,14 @@ impl TestPki {
         sign_crl(ca, revoked, number, this_update, next_update)
     }
 
+    /// A CRL signed by any CA, e.g. an impostor with the intermediate's name but another key
+    /// (made with [`TestPki::issue_intermediate`]); window and number as [`TestPki::crl_with`].
+    pub fn crl_signed_by(&self, ca: &Ca, revoked: &[&Leaf]) -> Crl {
+        let (this_update, next_update) = crl_window();
+        let number = self.crl_number.fetch_add(1, Ordering::Relaxed);
+        sign_crl(ca, revoked, number, this_update, next_update)
+    }
+
     /// The trust bundle a TLS peer needs: root then intermediate, PEM.
     pub fn ca_bundle_pem(&self) -> String {
         format!("{}{}", self.root.cert_pem, self.intermediate.cert_pem)

@@ -372,7 +372,7 @@ fn classify_certificate_error(err: &CertificateError) -> Classified {
         ),
         C::Revoked => Classified::new(
             Reason::Revoked,
-            "the client certificate is revoked (listed in crl_file)",
+            "the client certificate is revoked (listed in a loaded CRL: crl_file or the PKI mount's)",
         ),
         C::InvalidPurpose => Classified::new(
             Reason::BadEku,

@@ -2,7 +2,7 @@
 //!
 //! ```json
 //! {"time":"2026-11-28T10:00:00.123Z","event":"tls_handshake_failure","peer":"10.0.0.7:51234",
-//!  "reason":"revoked","detail":"the client certificate is revoked (listed in crl_file)",
+//!  "reason":"revoked","detail":"the client certificate is revoked (listed in a loaded CRL: crl_file or the PKI mount's)",
 //!  "subject":"CN=agent-07","serial":"3a:f2:…","fingerprint":"9c1e…"}
 //! {"time":"…","event":"tls_reload_failed","field":"cert_file","file":"/etc/keep/vault.crt",
 //!  "detail":"`cert_file` (file /etc/keep/vault.crt), line 1: …; fix: …"}

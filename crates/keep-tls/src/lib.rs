@@ -9,6 +9,8 @@
 //! - [`events`]: security events (one JSON line each) and where they go.
 //! - [`listener`]: the accept loop: handshake timeout, connection cap, classification, events,
 //!   metrics and graceful shutdown; hands each verified connection to the caller's handler.
+//! - [`revocation`]: every loaded CRL applies (file and in-memory, also for one issuer), in the
+//!   handshake and per request.
 //! - [`reload`]: hot-swappable TLS material (file watcher, SIGHUP), keeping the last good config.
 //! - [`counters`]: the metric names (`keep_tls_handshake_failures_total{reason}`, …).
 //! - [`client`]: the agent's and CLI's rustls [`ClientConfig`](rustls::ClientConfig).
@@ -27,6 +29,7 @@ pub mod identity;
 pub mod listener;
 pub mod probe;
 pub mod reload;
+pub mod revocation;
 pub mod server;
 
 mod capture;

@@ -16,6 +16,9 @@
 //! - [`ReloadableTls::reload_on_sighup`] reloads on SIGHUP (unix).
 //! - The server can call [`ReloadableTls::reload_with`] with new settings after re-reading its
 //!   YAML (TLS settings such as `min_version` reload too).
+//! - The PKI mount calls [`ReloadableTls::reload_with_extra_crls`] with its new CRL after every
+//!   revocation. The settings keep the last in-memory CRLs, so a file or SIGHUP reload keeps
+//!   them, and every reload re-reads `crl_file`: the two sources always apply together.
 //!
 //! The current config sits behind a `std::sync::RwLock<Arc<…>>`: each new connection takes a
 //! read lock for the time of an `Arc` clone (tens of nanoseconds, uncontended except during the
@@ -27,10 +30,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 
 use crate::counters;
 use crate::events::{EventKind, ReloadFailure, SecurityEvent, SharedSink};
+use crate::revocation::Revoked;
 use crate::server::{Material, TlsConfigError, TlsSettings, build_material};
 
 /// How often [`ReloadableTls::watch_files`] looks at the files by default.
@@ -43,7 +48,9 @@ pub struct ReloadableTls {
 }
 
 struct Inner {
-    /// The settings the current config was built from. The mutex also serialises reloads, so a
+    /// The settings the current config was built from; `extra_crls` may be newer, when
+    /// [`reload_with_extra_crls`](Self::reload_with_extra_crls) remembered CRLs whose build
+    /// failed for another reason (the next reload uses them). The mutex also serialises reloads, so a
     /// SIGHUP and a file change at the same moment build one after the other.
     state: Mutex<State>,
     current: RwLock<Arc<Material>>,
@@ -99,7 +106,9 @@ impl ReloadableTls {
         Arc::clone(&guard)
     }
 
-    /// The settings the current config was built from.
+    /// The settings the current config was built from; `extra_crls` may be newer, when
+    /// [`reload_with_extra_crls`](Self::reload_with_extra_crls) remembered CRLs whose build
+    /// failed for another reason (the next reload uses them).
     pub fn settings(&self) -> TlsSettings {
         lock(&self.inner.state).settings.clone()
     }
@@ -118,6 +127,36 @@ impl ReloadableTls {
     pub fn reload_with(&self, settings: TlsSettings) -> Result<(), TlsConfigError> {
         let mut state = lock(&self.inner.state);
         self.reload_locked(&mut state, settings)
+    }
+
+    /// Rebuilds with `crls` as the in-memory CRLs ([`TlsSettings::extra_crls`]) and every
+    /// other setting as it is, under the reload lock (so a file change or SIGHUP reload at the
+    /// same moment neither drops the new CRLs nor is dropped). The PKI mount calls this after
+    /// each new CRL; the files, including `crl_file`, are re-read as by any reload.
+    ///
+    /// When the build fails for another reason than the CRLs themselves (a `crl_file` caught
+    /// mid-edit, say), the last good config stays, but the new CRLs are remembered: the next
+    /// reload (file change, SIGHUP) includes them instead of going back to older ones.
+    pub fn reload_with_extra_crls(&self, crls: Vec<Vec<u8>>) -> Result<(), TlsConfigError> {
+        let mut state = lock(&self.inner.state);
+        let mut settings = state.settings.clone();
+        settings.extra_crls = crls.clone();
+        let result = self.reload_locked(&mut state, settings);
+        if let Err(e) = &result
+            && e.field() != Some("extra_crls")
+        {
+            state.settings.extra_crls = crls;
+        }
+        result
+    }
+
+    /// Whether the current lists (every loaded CRL: `crl_file` and in-memory) revoke a
+    /// certificate of `chain` (leaf first, as rustls verified it at the handshake). The server
+    /// asks this on every request, so a revocation also ends keep-alive connections opened
+    /// before it. Cheap: nothing when no CRL is loaded, otherwise a parse of each certificate
+    /// and hash lookups.
+    pub fn revoked(&self, chain: &[CertificateDer<'_>]) -> Option<Revoked> {
+        self.material().revocations.check(chain)
     }
 
     fn reload_locked(

@@ -18,7 +18,14 @@
 //!   (a warning is logged at load): failing every client closed because a CRL publishing job is
 //!   late would take the whole vault down, and an old CRL still revokes what it lists.
 //!   CRLs can also be held in memory (`extra_crls`, DER): keep's PKI mount swaps in its own
-//!   issuer's fresh CRL after every revocation; it supersedes a `crl_file` CRL of the same issuer.
+//!   issuer's fresh CRL after every revocation. Both sources apply together: a certificate
+//!   listed in any loaded CRL of its issuer is refused, also when the in-memory CRL and a
+//!   `crl_file` CRL come from the same issuer ([`crate::revocation`] says how).
+//! - **The server's own certificate** must be usable by clients: not a CA, EKU serverAuth (or
+//!   none), at least one DNS or IP subject alternative name, and inside its validity window.
+//!   A certificate close to its notAfter loads (`listener.tls.auto_renew` replaces it then);
+//!   an expired or not-yet-valid one is refused, at start and on reload (the last good one
+//!   stays), since every client would reject it.
 //! - **ALPN**: `h2`, then `http/1.1`.
 //! - **Keys** may be encrypted PKCS#8 (`key_password_file`); the key must match the certificate.
 //!
@@ -109,13 +116,12 @@ pub struct TlsSettings {
     /// CRLs (PEM bundle) to check client certificates against.
     pub crl_file: Option<PathBuf>,
     /// CRLs held in memory (DER), checked like `crl_file`'s: the list keep's own PKI issuer
-    /// publishes after every revocation, swapped in with [`ReloadableTls::reload_with`] so a
-    /// revocation takes effect in the next handshake without a restart or a file. For an
-    /// issuer that has a CRL here, a CRL from the same issuer in `crl_file` is superseded
-    /// (webpki checks a certificate against the first CRL from its issuer, so two lists from
-    /// one issuer cannot both apply; the in-memory one is the issuer's own, current list).
+    /// publishes after every revocation, swapped in with
+    /// [`ReloadableTls::reload_with_extra_crls`] so a revocation takes effect in the next
+    /// handshake without a restart or a file. They add to `crl_file`'s, also for the same
+    /// issuer: a certificate listed in either is refused ([`crate::revocation`]).
     ///
-    /// [`ReloadableTls::reload_with`]: crate::reload::ReloadableTls::reload_with
+    /// [`ReloadableTls::reload_with_extra_crls`]: crate::reload::ReloadableTls::reload_with_extra_crls
     pub extra_crls: Vec<Vec<u8>>,
     /// The lowest TLS version accepted.
     pub min_version: TlsVersion,
@@ -172,6 +178,20 @@ impl TlsSettings {
         }
         files
     }
+}
+
+/// Why a server certificate is outside its validity window, for [`TlsConfigError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidityDates {
+    /// The certificate's subject (RFC 4514).
+    pub subject: String,
+    /// The bound it is outside of: notAfter when expired, notBefore when not yet valid
+    /// (RFC 3339).
+    pub bound: String,
+    /// The time of the check (RFC 3339).
+    pub now: String,
+    /// The command that issues a replacement with the same names.
+    pub reissue: String,
 }
 
 /// Where a piece of TLS material came from: the config field and the file (or inline value).
@@ -309,6 +329,40 @@ pub enum TlsConfigError {
         /// The EKUs it has.
         eku: String,
     },
+    /// The server certificate is past its notAfter.
+    #[error(
+        "{origin}: the server certificate `{}` expired at {} (now {}), so every client would reject it; fix: put a renewed certificate in `listener.tls.cert_file` and its key in `listener.tls.key_file` ({}); with `listener.tls.auto_renew` keep renews its own certificate before it expires, but only while it runs",
+        dates.subject, dates.bound, dates.now, dates.reissue
+    )]
+    ServerCertExpired {
+        /// The cert field and file.
+        origin: Origin,
+        /// Its subject, notAfter and the time of the check (boxed: errors are rare).
+        dates: Box<ValidityDates>,
+    },
+    /// The server certificate is before its notBefore.
+    #[error(
+        "{origin}: the server certificate `{}` is valid only from {} (now {}), so every client would reject it; fix: check this machine's clock, or put a certificate that is valid now in `listener.tls.cert_file` ({})",
+        dates.subject, dates.bound, dates.now, dates.reissue
+    )]
+    ServerCertNotYetValid {
+        /// The cert field and file.
+        origin: Origin,
+        /// Its subject, notBefore and the time of the check (boxed: errors are rare).
+        dates: Box<ValidityDates>,
+    },
+    /// The server certificate has no DNS or IP subject alternative name.
+    #[error(
+        "{origin}: the server certificate `{subject}` has no DNS or IP subject alternative name, so every client would reject it (clients match the name they connect to against the SANs only, not the common name); fix: reissue `listener.tls.cert_file` with a --san for every name and IP clients use (`keep certificate create {cn} server.crt server.key --profile leaf --san {cn} --san …`)"
+    )]
+    ServerCertWithoutSan {
+        /// The cert field and file.
+        origin: Origin,
+        /// The certificate's subject.
+        subject: String,
+        /// Its common name, or a placeholder, for the example command.
+        cn: String,
+    },
     /// A certificate does not parse.
     #[error("{origin}, line {line}: {detail}; fix: replace it with a valid PEM certificate")]
     BadCertificate {
@@ -407,6 +461,9 @@ impl TlsConfigError {
             | TlsConfigError::BadTrustAnchor { origin, .. }
             | TlsConfigError::ServerCertIsCa { origin, .. }
             | TlsConfigError::ServerCertNotForServers { origin, .. }
+            | TlsConfigError::ServerCertExpired { origin, .. }
+            | TlsConfigError::ServerCertNotYetValid { origin, .. }
+            | TlsConfigError::ServerCertWithoutSan { origin, .. }
             | TlsConfigError::BadCertificate { origin, .. }
             | TlsConfigError::BadCrl { origin, .. } => origin.path(),
             TlsConfigError::KeyMismatch { key, .. } => key.path(),
@@ -432,6 +489,9 @@ impl TlsConfigError {
             | TlsConfigError::BadTrustAnchor { origin, .. }
             | TlsConfigError::ServerCertIsCa { origin, .. }
             | TlsConfigError::ServerCertNotForServers { origin, .. }
+            | TlsConfigError::ServerCertExpired { origin, .. }
+            | TlsConfigError::ServerCertNotYetValid { origin, .. }
+            | TlsConfigError::ServerCertWithoutSan { origin, .. }
             | TlsConfigError::BadCertificate { origin, .. }
             | TlsConfigError::BadCrl { origin, .. } => Some(&origin.field),
             TlsConfigError::KeyMismatch { key, .. } => Some(&key.field),
@@ -487,6 +547,8 @@ pub(crate) struct Material {
     /// The client trust anchors this config verifies with: the listener derives each
     /// connection's identity from the path they verify (see [`ClientTrust`]).
     pub(crate) client_trust: Arc<ClientTrust>,
+    /// Every loaded CRL, for the handshake's union check and the per-request check.
+    pub(crate) revocations: Arc<crate::revocation::Revocations>,
 }
 
 pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConfigError> {
@@ -523,34 +585,36 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
         );
     }
 
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
-    let mut crls = Vec::new();
+    // Both CRL sources, the in-memory ones first (see `revocation` for how they combine).
+    let mut crls: Vec<(Origin, usize, CertificateRevocationListDer<'static>)> = Vec::new();
     for (i, der) in settings.extra_crls.iter().enumerate() {
         let origin = Origin {
             field: "extra_crls".into(),
             source: Source::Other(format!("in-memory CRL #{}", i + 1)),
         };
-        crls.push(check_crl(&origin, 0, der)?);
+        let crl = check_crl(&origin, 0, der)?;
+        crls.push((origin, 0, crl));
     }
     if let Some(crl_path) = &settings.crl_file {
         let crl_origin = Origin::file("crl_file", crl_path);
-        let in_memory_issuers: Vec<Vec<u8>> = crls.iter().filter_map(|c| crl_issuer(c)).collect();
-        for crl in load_crls(&crl_origin, &read_file(&crl_origin)?)? {
-            if crl_issuer(&crl).is_some_and(|i| in_memory_issuers.contains(&i)) {
-                tracing::warn!(
-                    file = %crl_origin,
-                    "crl_file holds a CRL from the same issuer as an in-memory CRL (keep's PKI mount); the in-memory one supersedes it"
-                );
-                continue;
-            }
-            crls.push(crl);
-        }
+        crls.extend(load_crls(&crl_origin, &read_file(&crl_origin)?)?);
     }
+    let revocations = Arc::new(crate::revocation::Revocations::new(
+        &crls
+            .iter()
+            .map(|(o, line, der)| (o.clone(), *line, der.as_ref()))
+            .collect::<Vec<_>>(),
+        &roots.roots,
+    )?);
+
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
     if !crls.is_empty() {
         // Check every chain certificate we have a CRL for; accept unknown status for issuers
         // without one (module docs: "Revocation").
-        verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
+        verifier = verifier
+            .with_crls(crls.into_iter().map(|(_, _, der)| der))
+            .allow_unknown_revocation_status();
     }
     if !settings.require_client_cert {
         tracing::warn!(
@@ -571,7 +635,10 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
             detail: e.to_string(),
         })?
         .with_client_cert_verifier(Arc::new(CapturingVerifier::new(
-            verifier,
+            Arc::new(crate::revocation::RevocationVerifier::new(
+                verifier,
+                Arc::clone(&revocations),
+            )),
             settings.require_client_auth_eku,
         )))
         .with_single_cert(chain, key_der)
@@ -586,6 +653,7 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
         server_names: leaf.dns_names,
         not_after: leaf.not_after,
         client_trust,
+        revocations,
     })
 }
 
@@ -666,10 +734,11 @@ pub(crate) fn check_key_matches(
     }
 }
 
-/// Checks the server's own certificate: not a CA, usable for TLS servers. An expired or
-/// not-yet-valid certificate only warns: refusing it at a reload would keep serving the old
-/// one, which is no better, and at start-up the operator sees the warning and the clients'
-/// errors.
+/// Checks the server's own certificate the way its clients will: not a CA, usable for TLS
+/// servers, at least one DNS or IP SAN, and valid now. Anything clients would reject is
+/// refused here, so a start fails with the reason (and a reload keeps the last good
+/// certificate) instead of every client failing its handshake. A certificate near its
+/// notAfter loads: `listener.tls.auto_renew` renews it in time.
 fn check_server_leaf(
     origin: &Origin,
     chain: &[CertificateDer<'_>],
@@ -711,13 +780,52 @@ fn check_server_leaf(
             line: 1,
             detail: e.to_string(),
         })?;
+    let cn = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("vault.example.internal")
+        .to_owned();
+    if info.sans.dns.is_empty() && info.sans.ip.is_empty() {
+        return Err(TlsConfigError::ServerCertWithoutSan {
+            origin: origin.clone(),
+            subject: info.subject,
+            cn,
+        });
+    }
     let not_after = parsed.validity().not_after.to_datetime();
     let not_before = parsed.validity().not_before.to_datetime();
     let now = OffsetDateTime::now_utc();
+    let reissue = || {
+        let sans: String = info
+            .sans
+            .dns
+            .iter()
+            .chain(&info.sans.ip)
+            .map(|s| format!(" --san {s}"))
+            .collect();
+        format!("`keep certificate create {cn} server.crt server.key --profile leaf{sans} …`")
+    };
+    let dates = |bound: OffsetDateTime| {
+        Box::new(ValidityDates {
+            subject: info.subject.clone(),
+            bound: keep_pki::duration::rfc3339(bound),
+            now: keep_pki::duration::rfc3339(now),
+            reissue: reissue(),
+        })
+    };
     if now > not_after {
-        tracing::warn!(file = %origin, not_after = %info.not_after, "the server certificate has expired: clients will reject it");
-    } else if now < not_before {
-        tracing::warn!(file = %origin, not_before = %info.not_before, "the server certificate is not valid yet: clients will reject it");
+        return Err(TlsConfigError::ServerCertExpired {
+            origin: origin.clone(),
+            dates: dates(not_after),
+        });
+    }
+    if now < not_before {
+        return Err(TlsConfigError::ServerCertNotYetValid {
+            origin: origin.clone(),
+            dates: dates(not_before),
+        });
     }
     Ok(ServerLeaf {
         dns_names: info.sans.dns,
@@ -762,11 +870,11 @@ pub(crate) fn load_ca_bundle(
     Ok(roots)
 }
 
-/// Reads CRLs, each checked by [`check_crl`].
+/// Reads CRLs, each checked by [`check_crl`], with the origin and line of each.
 fn load_crls(
     origin: &Origin,
     bytes: &[u8],
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+) -> Result<Vec<(Origin, usize, CertificateRevocationListDer<'static>)>, TlsConfigError> {
     let blocks =
         keep_pki::pem::read_crls(bytes, &origin.source).map_err(|source| TlsConfigError::Pem {
             field: origin.field.clone(),
@@ -774,7 +882,9 @@ fn load_crls(
         })?;
     blocks
         .iter()
-        .map(|block| check_crl(origin, block.line, &block.der))
+        .map(|block| {
+            check_crl(origin, block.line, &block.der).map(|crl| (origin.clone(), block.line, crl))
+        })
         .collect()
 }
 
@@ -802,13 +912,6 @@ fn check_crl(
         );
     }
     Ok(CertificateRevocationListDer::from(der.to_vec()))
-}
-
-/// The raw issuer name of a CRL (already checked to parse).
-fn crl_issuer(crl: &CertificateRevocationListDer<'_>) -> Option<Vec<u8>> {
-    x509_parser::parse_x509_crl(crl)
-        .ok()
-        .map(|(_, c)| c.issuer().as_raw().to_vec())
 }
 
 #[cfg(test)]

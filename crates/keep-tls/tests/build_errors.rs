@@ -358,3 +358,88 @@ fn client_build_errors_name_inline_fields() {
     let settings = ClientSettings::new(PemInput::inline("mtls.ca_cert_pem", indented));
     assert!(keep_tls::client::build(&settings).is_ok());
 }
+
+/// Issue 11, item 8: a server certificate every client would reject (expired, not yet valid,
+/// no DNS/IP SAN) is refused with the reason, the dates, the field and the fix; one close to
+/// its notAfter still loads (auto-renew replaces it in time).
+#[test]
+fn server_certificates_clients_would_reject_are_refused() {
+    use keep_test_support::{LeafSpec, SERVER_DNS};
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let now = time::OffsetDateTime::now_utc();
+    let cases = [
+        (
+            "expired",
+            LeafSpec::server(SERVER_DNS).expired(),
+            vec!["expired at", "(now "],
+        ),
+        (
+            "not yet valid",
+            LeafSpec::server(SERVER_DNS).not_yet_valid(),
+            vec!["is valid only from", "(now ", "clock"],
+        ),
+        (
+            "without SAN",
+            LeafSpec::client(SERVER_DNS).eku(&[keep_test_support::Eku::Server]),
+            vec!["no DNS or IP subject alternative name", "--san"],
+        ),
+    ];
+    for (name, spec, says) in cases {
+        let leaf = pki.issue(&spec);
+        let written = leaf.write_to(dir.path(), &name.replace(' ', "-"));
+        let settings = TlsSettings::new(&written.cert, &written.key, &files.ca_bundle);
+        let err = server::build(&settings).expect_err(name);
+        let msg = err.to_string();
+        assert_eq!(err.field(), Some("cert_file"), "{name}: {msg}");
+        assert_eq!(err.file(), Some(written.cert.as_path()), "{name}: {msg}");
+        assert!(msg.contains("listener.tls.cert_file"), "{name}: {msg}");
+        assert!(msg.contains("keep certificate create"), "{name}: {msg}");
+        assert!(
+            msg.contains("every client would reject it"),
+            "{name}: {msg}"
+        );
+        assert!(
+            msg.contains(&written.cert.display().to_string()),
+            "{name}: {msg}"
+        );
+        for s in says {
+            assert!(msg.contains(s), "{name}: {msg} lacks {s}");
+        }
+        if name != "without SAN" {
+            let date = keep_pki::duration::rfc3339(if name == "expired" {
+                spec.not_after
+            } else {
+                spec.not_before
+            });
+            assert!(msg.contains(&date), "{name}: {msg} lacks {date}");
+            assert!(
+                msg.contains(&format!("--san {SERVER_DNS}")),
+                "{name}: {msg}"
+            );
+        }
+    }
+
+    // An IP SAN alone is enough, and so is a certificate with an hour left.
+    for (name, spec) in [
+        (
+            "ip-only",
+            LeafSpec::client("vault")
+                .eku(&[keep_test_support::Eku::Server])
+                .ip(std::net::Ipv4Addr::LOCALHOST),
+        ),
+        (
+            "near-expiry",
+            LeafSpec::server(SERVER_DNS).valid(
+                now - time::Duration::days(29),
+                now + time::Duration::hours(1),
+            ),
+        ),
+    ] {
+        let leaf = pki.issue(&spec);
+        let written = leaf.write_to(dir.path(), name);
+        let settings = TlsSettings::new(&written.cert, &written.key, &files.ca_bundle);
+        server::build(&settings).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

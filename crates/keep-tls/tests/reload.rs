@@ -263,8 +263,38 @@ async fn sighup_reloads() {
     server.stop().await;
 }
 
+/// Refusals of `serial` as `revoked` among this server's own events (exact, unlike the
+/// process-wide counter other tests add to).
+fn revoked_events(server: &Server, serial: &str) -> usize {
+    server
+        .events
+        .events()
+        .iter()
+        .filter_map(|e| e.as_handshake_failure())
+        .filter(|f| f.reason == Reason::Revoked && f.serial.as_deref() == Some(serial))
+        .count()
+}
+
+/// Retries a fresh request (bounded: 100 tries, 100 ms apart) until the server refuses it;
+/// returns what the client saw, or `None` if it was still served.
+async fn refused_within(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Option<String> {
+    for _ in 0..100 {
+        if let Err(e) = one_request(addr, config.clone(), SERVER_DNS).await {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Issue 11, item 4: an in-memory CRL (the PKI mount's) and a `crl_file` CRL from the same
+/// issuer both apply; a certificate added to the file later is refused after the watcher's or
+/// SIGHUP's reload, while the in-memory list stays in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_memory_crls_revoke_on_reload_with_and_supersede_the_same_issuers_file_crl() {
+async fn in_memory_and_file_crls_of_one_issuer_both_revoke() {
     let _serial = exclusive().await;
     let pki = TestPki::new();
     let dir = keep_test_support::tempdir();
@@ -292,46 +322,317 @@ async fn in_memory_crls_revoke_on_reload_with_and_supersede_the_same_issuers_fil
             .await
             .is_err()
     );
+    let revoked_serial = colon_hex(&pki.revoked_client.serial);
+    assert!(eventually(|| revoked_events(&server, &revoked_serial) == 1).await);
 
-    // An in-memory CRL from the same intermediate listing the agent: it applies at once, and it
-    // is the intermediate's CRL now (the file's list for that issuer no longer applies).
-    // (The revoked client's refusal above is recorded by the server task after the client has
-    // seen it: count this server's own events, not the process-wide counter, to stay exact.)
+    // An in-memory CRL from the same intermediate listing the agent: it applies at once, and
+    // the file's list for that issuer still applies too.
     let agent_serial = colon_hex(&pki.client.serial);
-    let agent_revocations = || {
-        server
-            .events
-            .events()
-            .iter()
-            .filter_map(|e| e.as_handshake_failure())
-            .filter(|f| f.reason == Reason::Revoked && f.serial.as_deref() == Some(&agent_serial))
-            .count()
-    };
-    assert_eq!(agent_revocations(), 0);
-    let mut next = server.tls.settings();
-    next.extra_crls = vec![pki.crl_with(&[&pki.client]).der];
-    server.tls.reload_with(next).unwrap();
+    assert_eq!(revoked_events(&server, &agent_serial), 0);
+    server
+        .tls
+        .reload_with_extra_crls(vec![pki.crl_with(&[&pki.client]).der])
+        .unwrap();
     let client_saw = one_request(server.addr, agent.clone(), SERVER_DNS)
         .await
         .expect_err("the agent revoked in memory was still served");
     assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
-    assert!(eventually(|| agent_revocations() == 1).await);
+    assert!(eventually(|| revoked_events(&server, &agent_serial) == 1).await);
+    let client_saw = one_request(server.addr, revoked.clone(), SERVER_DNS)
+        .await
+        .expect_err("the agent revoked in crl_file was served once the in-memory CRL came");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    assert!(eventually(|| revoked_events(&server, &revoked_serial) == 2).await);
+    // The per-request view (what the server asks on every request) agrees.
+    let chain = |pem: &str| {
+        keep_pki::pem::read_certificates(pem.as_bytes(), &keep_pki::Source::Other("t".into()))
+            .unwrap()
+            .iter()
+            .map(|b| rustls::pki_types::CertificateDer::from(b.der.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let listed = server
+        .tls
+        .revoked(&chain(&pki.revoked_client.chain_pem))
+        .expect("crl_file's revocation in the per-request view");
+    assert_eq!(listed.serial, revoked_serial);
+    assert!(listed.listed_in.contains("crl_file"), "{listed:?}");
+    assert!(listed.signature_verified);
+    assert!(server.tls.revoked(&chain(&pki.admin.chain_pem)).is_none());
+
+    // A certificate added to crl_file later, while the in-memory CRL is in use: the watcher's
+    // reload applies it (the in-memory CRL is kept).
+    let watcher = server.tls.watch_files(Duration::from_millis(100));
+    let third = pki.issue(&LeafSpec::client("agent-03"));
+    let third_files = third.write_to(dir.path(), "agent-03");
+    let third_config = client_config(
+        &files.ca_bundle,
+        Some((&third_files.cert, &third_files.key)),
+    );
     assert!(
-        one_request(server.addr, revoked, SERVER_DNS)
+        one_request(server.addr, third_config.clone(), SERVER_DNS)
             .await
             .unwrap()
-            .contains("hello agent-revoked")
+            .contains("hello agent-03")
     );
+    let file_crl = pki.crl_with(&[&pki.revoked_client, &third]);
+    replace(&files.crl, &format!("{}{}", file_crl.pem, pki.root_crl.pem));
+    let client_saw = refused_within(server.addr, third_config.clone())
+        .await
+        .expect("a certificate added to crl_file was still served after 10 s");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    assert!(
+        one_request(server.addr, agent.clone(), SERVER_DNS)
+            .await
+            .is_err(),
+        "the file reload dropped the in-memory CRL"
+    );
+    assert!(server.tls.revoked(&chain(&third.chain_pem)).is_some());
+    watcher.abort();
+
+    // The same through SIGHUP alone (no watcher running).
+    #[cfg(unix)]
+    {
+        let _hup = server.tls.reload_on_sighup().unwrap();
+        let fourth = pki.issue(&LeafSpec::client("agent-04"));
+        let fourth_files = fourth.write_to(dir.path(), "agent-04");
+        let fourth_config = client_config(
+            &files.ca_bundle,
+            Some((&fourth_files.cert, &fourth_files.key)),
+        );
+        let file_crl = pki.crl_with(&[&pki.revoked_client, &third, &fourth]);
+        replace(&files.crl, &format!("{}{}", file_crl.pem, pki.root_crl.pem));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            one_request(server.addr, fourth_config.clone(), SERVER_DNS)
+                .await
+                .is_ok(),
+            "nothing reloads before the signal"
+        );
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let client_saw = refused_within(server.addr, fourth_config)
+            .await
+            .expect("a certificate added to crl_file was still served after SIGHUP");
+        assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+        assert!(
+            one_request(server.addr, agent.clone(), SERVER_DNS)
+                .await
+                .is_err(),
+            "the SIGHUP reload dropped the in-memory CRL"
+        );
+    }
 
     // A broken in-memory CRL is refused like a broken file, naming the field.
-    let mut broken = server.tls.settings();
-    broken.extra_crls = vec![b"not a CRL".to_vec()];
-    let err = server.tls.reload_with(broken).unwrap_err();
+    let err = server
+        .tls
+        .reload_with_extra_crls(vec![b"not a CRL".to_vec()])
+        .unwrap_err();
     assert_eq!(err.field(), Some("extra_crls"));
     assert!(err.to_string().contains("in-memory CRL #1"), "{err}");
     assert!(
         one_request(server.addr, agent, SERVER_DNS).await.is_err(),
         "the last good config (with the in-memory CRL) stays"
     );
+    server.stop().await;
+}
+
+/// Issue 11, item 8: on reload, an expired, not-yet-valid or SAN-less server certificate is
+/// refused like a corrupt one: the last good certificate is still served and a
+/// `tls_reload_failed` event names `cert_file` and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_clients_would_reject_is_not_swapped_in() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let _watcher = server.tls.watch_files(Duration::from_millis(100));
+    let config = client_config(
+        &files.ca_bundle,
+        Some((&files.client_cert, &files.client_key)),
+    );
+    let good_serial = colon_hex(&pki.server.serial);
+    assert_eq!(
+        served_serial(server.addr, config.clone()).await,
+        good_serial
+    );
+    let cases = [
+        (
+            "expired",
+            LeafSpec::server(SERVER_DNS).expired(),
+            "expired at",
+        ),
+        (
+            "not yet valid",
+            LeafSpec::server(SERVER_DNS).not_yet_valid(),
+            "is valid only from",
+        ),
+        (
+            "without SAN",
+            LeafSpec::client(SERVER_DNS).eku(&[keep_test_support::Eku::Server]),
+            "no DNS or IP subject alternative name",
+        ),
+    ];
+    for (name, spec, says) in cases {
+        let leaf = pki.issue(&spec);
+        let seen = server.events.len();
+        // Key and certificate swapped together, as a deployment would: only the certificate's
+        // validity or names are wrong.
+        replace(&files.server_key, &leaf.key_pem);
+        replace(&files.server_cert, &leaf.chain_pem);
+        // (On a loaded machine the watcher may catch the key alone first: wait for the event
+        // about the certificate itself.)
+        let mut failure = None;
+        for _ in 0..100 {
+            failure = server.events.events()[seen..]
+                .iter()
+                .filter_map(|e| e.as_reload_failure().cloned())
+                .find(|f| f.detail.contains(says));
+            if failure.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let failure = failure.unwrap_or_else(|| {
+            panic!(
+                "{name}: no tls_reload_failed event: {:?}",
+                server.events.events()
+            )
+        });
+        assert_eq!(failure.field.as_deref(), Some("cert_file"), "{name}");
+        assert_eq!(
+            failure.file.as_deref(),
+            Some(files.server_cert.as_path()),
+            "{name}"
+        );
+        assert!(failure.detail.contains(says), "{name}: {}", failure.detail);
+        assert_eq!(
+            served_serial(server.addr, config.clone()).await,
+            good_serial,
+            "{name}: the last good certificate is no longer served"
+        );
+        // Without the watcher too: an explicit reload (what SIGHUP does) is refused the same way.
+        let err = server.tls.reload().unwrap_err();
+        assert!(err.to_string().contains(says), "{name}: {err}");
+    }
+    // Putting the good pair back reloads cleanly.
+    replace(&files.server_key, &pki.server.key_pem);
+    replace(&files.server_cert, &pki.server.chain_pem);
+    server.tls.reload().unwrap();
+    assert_eq!(served_serial(server.addr, config).await, good_serial);
+    server.stop().await;
+}
+
+/// A CRL counts only if its issuer signed it: one with the intermediate's name but another key
+/// is a config error when the intermediate is in `client_ca_file`; when it is not (clients send
+/// it), a certificate such a CRL lists is refused (fail closed), while a genuine second CRL of
+/// the same issuer revokes as `revoked` and unlisted clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_counts_only_if_its_issuer_signed_it() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let now = time::OffsetDateTime::now_utc();
+    let impostor = pki.issue_intermediate(
+        &pki.intermediate.common_name,
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    );
+    let forged = pki.crl_signed_by(&impostor, &[&pki.client]);
+    let crl_path = dir.path().join("mixed.crl");
+
+    // The intermediate is in client_ca_file: refused at load, naming the file.
+    std::fs::write(&crl_path, format!("{}{}", pki.crl.pem, forged.pem)).unwrap();
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.crl_file = Some(crl_path.clone());
+    let err = keep_tls::server::build(&settings).unwrap_err();
+    assert_eq!(err.field(), Some("crl_file"));
+    assert_eq!(err.file(), Some(crl_path.as_path()));
+    assert!(err.to_string().contains("does not verify"), "{err}");
+
+    // Only the root is trusted (clients send the intermediate): checked at the handshake.
+    let genuine_second = pki.crl_with(&[&pki.admin]);
+    std::fs::write(
+        &crl_path,
+        format!("{}{}{}", pki.crl.pem, forged.pem, genuine_second.pem),
+    )
+    .unwrap();
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.root_cert);
+    settings.crl_file = Some(crl_path.clone());
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let as_client = |cert: &Path, key: &Path| client_config(&files.ca_bundle, Some((cert, key)));
+    let client_saw = one_request(
+        server.addr,
+        as_client(&files.client_cert, &files.client_key),
+        SERVER_DNS,
+    )
+    .await
+    .expect_err("a certificate listed in a forged CRL was served");
+    assert!(!client_saw.contains("hello"), "{client_saw}");
+    let client_saw = one_request(
+        server.addr,
+        as_client(&files.admin_cert, &files.admin_key),
+        SERVER_DNS,
+    )
+    .await
+    .expect_err("a certificate listed in the issuer's second CRL was served");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
+    let agent = pki.issue(&LeafSpec::agent("agent-05"));
+    let agent_files = agent.write_to(dir.path(), "agent-05");
+    assert!(
+        one_request(
+            server.addr,
+            as_client(&agent_files.cert, &agent_files.key),
+            SERVER_DNS
+        )
+        .await
+        .unwrap()
+        .contains("hello agent-05")
+    );
+    server.stop().await;
+}
+
+/// The PKI mount's new CRL is not lost when its reload fails because `crl_file` is broken at
+/// that moment: the last good config stays, and the next reload (once the file is repaired)
+/// includes the new in-memory CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_crls_survive_a_reload_that_failed_for_another_file() {
+    let _serial = exclusive().await;
+    let pki = TestPki::new();
+    let dir = keep_test_support::tempdir();
+    let files = pki.write_to(dir.path());
+    let mut settings = TlsSettings::new(&files.server_cert, &files.server_key, &files.ca_bundle);
+    settings.crl_file = Some(files.crl.clone());
+    let server = Server::start(settings, ListenerOptions::default()).await;
+    let agent = client_config(
+        &files.ca_bundle,
+        Some((&files.client_cert, &files.client_key)),
+    );
+    let good_file = std::fs::read_to_string(&files.crl).unwrap();
+    replace(&files.crl, "not a CRL\n");
+    let err = server
+        .tls
+        .reload_with_extra_crls(vec![pki.crl_with(&[&pki.client]).der])
+        .unwrap_err();
+    assert_eq!(err.field(), Some("crl_file"), "{err}");
+    assert!(
+        one_request(server.addr, agent.clone(), SERVER_DNS)
+            .await
+            .unwrap()
+            .contains("hello agent-01"),
+        "the last good config stays"
+    );
+    replace(&files.crl, &good_file);
+    server.tls.reload().unwrap();
+    let client_saw = one_request(server.addr, agent, SERVER_DNS)
+        .await
+        .expect_err("the remembered in-memory CRL was dropped");
+    assert!(client_saw.contains("CertificateRevoked"), "{client_saw}");
     server.stop().await;
 }

@@ -48,6 +48,10 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
                 c.downcast_ref::<keep_pki::p12::P12Error>(),
                 Some(keep_pki::p12::P12Error::KeyMismatch)
             )
+            || matches!(
+                c.downcast_ref::<keep_tls::server::TlsConfigError>(),
+                Some(e) if !matches!(e, keep_tls::server::TlsConfigError::Rustls { .. })
+            )
     });
     if usage_like { USAGE } else { FAILURE }
 }

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Cmd::Check => {
             keep_tls::server::build(&config.tls)?;
             if let Some(pki) = &config.pki {
-                keep_server::pki::Pki::load(pki, config.tls.crl_file.clone())?;
+                keep_server::pki::Pki::load(pki)?;
             }
             println!(
                 "ok: {} is valid and its TLS material (and PKI issuer, if any) loads",

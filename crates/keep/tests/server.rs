@@ -705,3 +705,91 @@ fn node_vault_cert_login_read_and_lookup_self() {
         server.log()
     );
 }
+
+/// Issue 11, item 8: a server certificate every client would reject (expired, not yet valid,
+/// no DNS/IP SAN) fails `keep server check` and `keep server` at start, exit 64, with the same
+/// message naming `listener.tls.cert_file`, the file, the dates and the fix.
+#[test]
+fn server_certificates_clients_would_reject_fail_check_and_start() {
+    use keep_test_support::{Eku, LeafSpec, SERVER_DNS};
+    let lab = Lab::new(keep_bin());
+    lab.init();
+    let cases = [
+        (
+            "expired",
+            LeafSpec::server(SERVER_DNS).expired(),
+            "expired at",
+        ),
+        (
+            "not yet valid",
+            LeafSpec::server(SERVER_DNS).not_yet_valid(),
+            "is valid only from",
+        ),
+        (
+            "without SAN",
+            LeafSpec::client(SERVER_DNS).eku(&[Eku::Server]),
+            "no DNS or IP subject alternative name",
+        ),
+    ];
+    for (name, spec, says) in cases {
+        let leaf = lab.pki.issue(&spec);
+        std::fs::write(&lab.files.server_cert, &leaf.chain_pem).unwrap();
+        std::fs::write(&lab.files.server_key, &leaf.key_pem).unwrap();
+        let check = lab.keep(&["server", "check"]);
+        let check_err = String::from_utf8_lossy(&check.stderr).into_owned();
+        assert_eq!(check.status.code(), Some(64), "{name}: {check_err}");
+        assert!(check.stdout.is_empty(), "{name}: check printed ok");
+        for want in [
+            says,
+            "listener.tls.cert_file",
+            "keep certificate create",
+            &lab.files.server_cert.display().to_string(),
+        ] {
+            assert!(check_err.contains(want), "{name}: {check_err} lacks {want}");
+        }
+        // `keep server` refuses to start, with the same message (bounded: it must exit).
+        let mut child = Command::new(keep_bin())
+            .args(["server", "--config"])
+            .arg(&lab.config)
+            .current_dir(&lab.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{name}: the server started with a certificate clients reject");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        let start_err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(64), "{name}: {start_err}");
+        // The same message (up to the clock reading, which moves between the two runs).
+        let message = check_err.trim().trim_start_matches("error: ");
+        let message = message.split(" (now ").next().unwrap();
+        assert!(
+            start_err.contains(message),
+            "{name}: start said {start_err}, check said {message}"
+        );
+        assert!(
+            TcpStream::connect(("127.0.0.1", lab.port)).is_err(),
+            "{name}: something listens"
+        );
+    }
+    // The good pair back: check says ok.
+    std::fs::write(&lab.files.server_cert, &lab.pki.server.chain_pem).unwrap();
+    std::fs::write(&lab.files.server_key, &lab.pki.server.key_pem).unwrap();
+    let check = lab.keep(&["server", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

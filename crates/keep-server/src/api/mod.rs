@@ -120,31 +120,45 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
-/// Refuses a connection whose client certificate this server's PKI mount has revoked (403).
+/// Refuses a connection whose client certificate is revoked (403): by this server's PKI mount,
+/// or in any CRL the listener has loaded (`listener.tls.crl_file`, the mount's CRL).
 ///
 /// A revocation must end access at once, not at the next handshake: a keep-alive connection
-/// opened before the revocation keeps its TLS session, so every request checks the in-memory
-/// revoked set. Tokens are bound to the certificate they were issued to, so this refuses them
+/// opened before the revocation keeps its TLS session, so every request checks the mount's
+/// in-memory revoked set (which holds even if putting the new CRL into the TLS config failed)
+/// and the listener's current CRLs (a certificate added to `crl_file` applies once the file is
+/// reloaded). Tokens are bound to the certificate they were issued to, so this refuses them
 /// too, and login refuses to mint new ones.
 pub fn refuse_revoked(state: &AppState, peer: &PeerIdentity) -> Result<(), ApiError> {
-    let Some(pki) = &state.pki else {
-        return Ok(());
-    };
-    let store = state.store();
-    match pki.is_revoked(store.as_deref(), peer) {
-        Ok(false) => Ok(()),
-        Ok(true) => {
-            tracing::warn!(target: "keep::auth", serial = %peer.serial, subject = %peer.subject, "request on a connection whose client certificate is revoked");
-            audit_layer::note(|c| {
-                c.decision = Some((false, "the client certificate is revoked".into()))
-            });
-            Err(ApiError::client(
-                StatusCode::FORBIDDEN,
-                "permission denied: the client certificate is revoked",
-            ))
+    let by_mount = match &state.pki {
+        Some(pki) => {
+            let store = state.store();
+            pki.is_revoked(store.as_deref(), peer)
+                .map_err(|e| ApiError::internal(format!("revoked set: {e}")))?
         }
-        Err(e) => Err(ApiError::internal(format!("revoked set: {e}"))),
+        None => false,
+    };
+    let listed = if by_mount {
+        None
+    } else {
+        state.tls.as_ref().and_then(|tls| tls.revoked(&peer.chain))
+    };
+    if !by_mount && listed.is_none() {
+        return Ok(());
     }
+    match &listed {
+        Some(l) => {
+            tracing::warn!(target: "keep::auth", serial = %peer.serial, subject = %peer.subject, listed = %l, "request on a connection whose client certificate is revoked")
+        }
+        None => {
+            tracing::warn!(target: "keep::auth", serial = %peer.serial, subject = %peer.subject, "request on a connection whose client certificate is revoked")
+        }
+    }
+    audit_layer::note(|c| c.decision = Some((false, "the client certificate is revoked".into())));
+    Err(ApiError::client(
+        StatusCode::FORBIDDEN,
+        "permission denied: the client certificate is revoked",
+    ))
 }
 
 /// Resolves the principal of a request. A token is honoured only on a connection presenting

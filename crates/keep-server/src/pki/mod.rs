@@ -193,9 +193,6 @@ pub struct Pki {
     issuing_ca_pem: String,
     ca_chain: Vec<String>,
     crl_next_update: Duration,
-    /// The listener's `crl_file`: entries it lists for this issuer are carried into this
-    /// mount's CRL, because the in-memory CRL supersedes it in the handshake (keep-tls).
-    crl_file: Option<PathBuf>,
     /// Serials (colon hex) of revoked certificates; `None` until read from storage.
     revoked: RwLock<Option<HashSet<String>>>,
     crl: RwLock<Option<Arc<CrlSnapshot>>>,
@@ -295,8 +292,8 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, PkiError> {
 
 impl Pki {
     /// Loads the issuer from the `pki:` config and checks it: a CA certificate that may sign
-    /// certificates and CRLs, and the key that belongs to it. `crl_file` is the listener's.
-    pub fn load(cfg: &PkiConfig, crl_file: Option<PathBuf>) -> Result<Pki, PkiError> {
+    /// certificates and CRLs, and the key that belongs to it.
+    pub fn load(cfg: &PkiConfig) -> Result<Pki, PkiError> {
         let read = |field: &'static str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| PkiError::Config {
                 field,
@@ -339,7 +336,6 @@ impl Pki {
             &Source::File(cfg.issuer_cert_file.clone()),
             key,
             cfg.crl_next_update,
-            crl_file,
         )
     }
 
@@ -350,7 +346,6 @@ impl Pki {
         source: &Source,
         key: PrivateKey,
         crl_next_update: std::time::Duration,
-        crl_file: Option<PathBuf>,
     ) -> Result<Pki, PkiError> {
         let cfg_err = |field: &'static str, problem: String| PkiError::Config { field, problem };
         let blocks = keep_pki::pem::read_certificates(cert_pem, source)
@@ -418,7 +413,6 @@ impl Pki {
             issuing_ca_pem,
             ca_chain,
             crl_next_update,
-            crl_file,
             revoked: RwLock::new(None),
             crl: RwLock::new(None),
             crl_lock: Mutex::new(()),
@@ -1062,41 +1056,6 @@ impl Pki {
         self.revoke(store, &info.serial, now)
     }
 
-    /// Entries the listener's `crl_file` lists for this issuer (signature checked), so they
-    /// stay revoked when this mount's CRL supersedes that file's in the handshake.
-    fn imported_entries(&self) -> Vec<RevokedEntry> {
-        let Some(path) = &self.crl_file else {
-            return Vec::new();
-        };
-        let Ok(bytes) = std::fs::read(path) else {
-            return Vec::new();
-        };
-        let Ok(blocks) = keep_pki::pem::read_crls(&bytes, &Source::File(path.clone())) else {
-            return Vec::new();
-        };
-        let Ok((_, issuer)) = x509_parser::parse_x509_certificate(&self.issuer.cert.der) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for b in &blocks {
-            let Ok((_, crl)) = x509_parser::parse_x509_crl(&b.der) else {
-                continue;
-            };
-            if crl.issuer().as_raw() != self.issuer_subject_raw.as_slice()
-                || crl.verify_signature(issuer.public_key()).is_err()
-            {
-                continue;
-            }
-            for r in crl.iter_revoked_certificates() {
-                out.push(RevokedEntry {
-                    serial: r.raw_serial().to_vec(),
-                    revoked_at: r.revocation_date.to_datetime(),
-                });
-            }
-        }
-        out
-    }
-
     /// Builds, stores and publishes a new CRL (number + 1), and swaps it into the listener's
     /// TLS config. Blocking.
     pub fn rebuild_crl(
@@ -1129,13 +1088,6 @@ impl Pki {
                 revoked_at: from_unix(t),
             });
         }
-        let imported = self.imported_entries();
-        let n_imported = imported.len();
-        revoked.extend(
-            imported
-                .into_iter()
-                .filter(|e| seen.insert(e.serial.clone())),
-        );
         let this_update = from_unix(unix(now));
         let next_update = this_update + self.crl_next_update;
         let der = keep_pki::crl::sign_crl(
@@ -1165,13 +1117,11 @@ impl Pki {
         if let Ok(mut g) = self.crl.write() {
             *g = Some(snap.clone());
         }
-        tracing::info!(target: "keep::pki", number, imported_from_crl_file = n_imported, next_update = %keep_pki::duration::rfc3339(next_update), "CRL published");
+        tracing::info!(target: "keep::pki", number, next_update = %keep_pki::duration::rfc3339(next_update), "CRL published");
         if let Some(tls) = self.tls.get() {
-            let mut settings = tls.settings();
-            settings.extra_crls = vec![snap.der.clone()];
             // On failure keep-tls keeps the last good config and reports (event, metric, log);
             // the per-request revoked check still refuses revoked certificates meanwhile.
-            if let Err(e) = tls.reload_with(settings) {
+            if let Err(e) = tls.reload_with_extra_crls(vec![snap.der.clone()]) {
                 tracing::error!(target: "keep::pki", error = %e, "the new CRL could not be put into the TLS config");
             }
         }
