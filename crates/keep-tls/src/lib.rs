@@ -7,8 +7,11 @@
 //!   function from the chain rustls has already verified.
 //! - [`classify`]: why a handshake failed, as one of a fixed set of reasons.
 //! - [`events`]: security events (one JSON line each) and where they go.
-//! - [`listener`]: the accept loop: handshake timeout, connection cap, classification, events,
-//!   metrics and graceful shutdown; hands each verified connection to the caller's handler.
+//! - [`listener`]: the accept loop: handshake timeouts, connection budget, classification,
+//!   events, metrics and graceful shutdown; hands each verified connection to the caller's
+//!   handler.
+//! - [`budget`]: the connection pools (global, handshaking, per source address, per
+//!   certificate) and the idle tracker the HTTP layer uses to close idle connections.
 //! - [`reload`]: hot-swappable TLS material (file watcher, SIGHUP), keeping the last good config.
 //! - [`counters`]: the metric names (`keep_tls_handshake_failures_total{reason}`, …).
 //! - [`client`]: the agent's and CLI's rustls [`ClientConfig`](rustls::ClientConfig).
@@ -19,6 +22,7 @@
 //! up in the dependency tree, `builder()` would panic (notes/stack.md).
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod classify;
 pub mod client;
 pub mod counters;
