@@ -326,9 +326,9 @@ fn one_certificate_cannot_hold_the_cap_with_idle_connections_and_stalled_bodies(
         &lab,
         "idle TLS, idle HTTP/2 and stalled bodies with one certificate",
         &[
-            (Attack::IdleTls, 30),
-            (Attack::IdleH2, 25),
-            (Attack::StalledBody, 25),
+            (Attack::IdleTls, 40),
+            (Attack::IdleH2, 30),
+            (Attack::StalledBody, 30),
         ],
     );
     assert!(
