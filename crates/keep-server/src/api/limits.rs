@@ -72,14 +72,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn too_large(limit: usize, declared: Option<u64>) -> Response {
-    let what = match declared {
-        Some(n) => format!("Content-Length {n} is over"),
-        None => "the body is over".to_owned(),
-    };
+    let declared = declared
+        .map(|n| format!(" (Content-Length {n})"))
+        .unwrap_or_default();
     refused(
         "body_too_large",
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body too large: {what} the limit of {limit} bytes"),
+        format!("request body too large{declared}: the limit is {limit} bytes"),
     )
 }
 
