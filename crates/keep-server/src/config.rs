@@ -111,6 +111,13 @@ struct RawLimits {
     handshake_timeout: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     max_connections: Option<u64>,
+    pre_handshake_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    max_handshaking: Option<Spanned<u64>>,
+    per_source_handshaking: Option<Spanned<u64>>,
+    per_identity_connections: Option<Spanned<u64>>,
+    max_concurrent_streams: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,17 +155,33 @@ struct RawAdmin {
     uri_san: Option<String>,
 }
 
-/// Request and connection limits.
+/// Request and connection limits (`listener.limits`; docs/security.md explains each).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest accepted request body; larger bodies get 413.
+    /// Largest accepted request body; larger bodies get 413 (a declared `Content-Length` over
+    /// it before the body is read).
     pub max_request_bytes: usize,
-    /// Time allowed for the TLS handshake.
+    /// Time allowed for the TLS handshake, from TCP accept.
     pub handshake_timeout: Duration,
+    /// Time allowed from TCP accept to a complete ClientHello (at most `handshake_timeout`).
+    pub pre_handshake_timeout: Duration,
     /// Time allowed for a client to send request headers.
     pub header_timeout: Duration,
+    /// A connection with no request in flight (before the first request, between keep-alive
+    /// requests, an HTTP/2 connection with no stream) is closed after this long.
+    pub idle_timeout: Duration,
+    /// Time allowed to receive a whole request body; slower bodies get 408.
+    pub body_read_timeout: Duration,
     /// Concurrent connections; more are closed at accept.
     pub max_connections: usize,
+    /// Concurrent connections still handshaking (not yet verified), at most `max_connections`.
+    pub max_handshaking: usize,
+    /// Concurrent handshaking connections per source address (IPv4 address, IPv6 /64).
+    pub per_source_handshaking: usize,
+    /// Concurrent verified connections per client certificate.
+    pub per_identity_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -166,8 +189,30 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            pre_handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_handshaking: 256,
+            per_source_handshaking: 32,
+            per_identity_connections: 128,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The listener's options for these limits.
+    pub fn listener_options(&self) -> keep_tls::listener::ListenerOptions {
+        keep_tls::listener::ListenerOptions {
+            handshake_timeout: self.handshake_timeout,
+            pre_handshake_timeout: self.pre_handshake_timeout,
+            max_connections: self.max_connections,
+            max_handshaking: self.max_handshaking,
+            per_source_handshaking: self.per_source_handshaking,
+            per_identity_connections: self.per_identity_connections,
+            ..keep_tls::listener::ListenerOptions::default()
         }
     }
 }
@@ -261,6 +306,98 @@ pub(crate) fn parse_duration(
                 v.value
             ),
         })
+}
+
+/// A count field that must lie in `1..=max` (`max_name` says what bounds it).
+fn bounded_count(
+    v: &Spanned<u64>,
+    field: &str,
+    max: usize,
+    max_name: &str,
+    path: &Path,
+) -> Result<usize, ConfigError> {
+    let n = usize::try_from(v.value).unwrap_or(usize::MAX);
+    if n == 0 || n > max {
+        return Err(ConfigError::Field {
+            path: path.to_owned(),
+            line: v.defined.line(),
+            field: field.into(),
+            problem: format!(
+                "{} is out of range; write a number from 1 to {max} ({max_name})",
+                v.value
+            ),
+        });
+    }
+    Ok(n)
+}
+
+/// The connection-budget fields of `listener.limits` (docs/security.md, "Connection budget").
+fn validate_budget(raw: &RawLimits, limits: &mut Limits, path: &Path) -> Result<(), ConfigError> {
+    let f = |name: &str| format!("listener.limits.{name}");
+    if let Some(v) = &raw.pre_handshake_timeout {
+        let d = parse_duration(v, &f("pre_handshake_timeout"), path)?;
+        if d > limits.handshake_timeout {
+            return Err(ConfigError::Field {
+                path: path.to_owned(),
+                line: v.defined.line(),
+                field: f("pre_handshake_timeout"),
+                problem: format!(
+                    "{:?} is longer than listener.limits.handshake_timeout ({:?}); the ClientHello is part of the handshake",
+                    v.value, limits.handshake_timeout
+                ),
+            });
+        }
+        limits.pre_handshake_timeout = d;
+    } else {
+        limits.pre_handshake_timeout = limits.pre_handshake_timeout.min(limits.handshake_timeout);
+    }
+    if let Some(v) = &raw.idle_timeout {
+        limits.idle_timeout = parse_duration(v, &f("idle_timeout"), path)?;
+    }
+    if let Some(v) = &raw.body_read_timeout {
+        limits.body_read_timeout = parse_duration(v, &f("body_read_timeout"), path)?;
+    }
+    limits.max_handshaking = match &raw.max_handshaking {
+        Some(v) => bounded_count(
+            v,
+            &f("max_handshaking"),
+            limits.max_connections,
+            "at most listener.limits.max_connections",
+            path,
+        )?,
+        None => limits.max_handshaking.min(limits.max_connections),
+    };
+    limits.per_source_handshaking = match &raw.per_source_handshaking {
+        Some(v) => bounded_count(
+            v,
+            &f("per_source_handshaking"),
+            limits.max_handshaking,
+            "at most listener.limits.max_handshaking",
+            path,
+        )?,
+        None => limits.per_source_handshaking.min(limits.max_handshaking),
+    };
+    limits.per_identity_connections = match &raw.per_identity_connections {
+        Some(v) => bounded_count(
+            v,
+            &f("per_identity_connections"),
+            limits.max_connections,
+            "at most listener.limits.max_connections",
+            path,
+        )?,
+        None => limits.per_identity_connections.min(limits.max_connections),
+    };
+    if let Some(v) = &raw.max_concurrent_streams {
+        let n = bounded_count(
+            v,
+            &f("max_concurrent_streams"),
+            10_000,
+            "HTTP/2 streams per connection",
+            path,
+        )?;
+        limits.max_concurrent_streams = u32::try_from(n).unwrap_or(10_000);
+    }
+    Ok(())
 }
 
 impl ServerConfig {
@@ -384,6 +521,7 @@ impl ServerConfig {
         if let Some(n) = listener.limits.max_connections {
             limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX).max(1);
         }
+        validate_budget(&listener.limits, &mut limits, path)?;
 
         let sqlite_path = match raw.storage {
             None => base.join("keep.db"),
@@ -597,6 +735,64 @@ admins:
         ))
         .unwrap();
         assert!(c.tls_auto_renew);
+    }
+
+    #[test]
+    fn connection_budget_fields_load_and_out_of_range_values_name_the_field() {
+        let with = |lines: &str| GOOD.replace("storage:", &format!("  limits:\n{lines}storage:"));
+        let c = load(&with(
+            "    max_connections: 64\n    max_handshaking: 16\n    per_source_handshaking: 4\n    per_identity_connections: 8\n    idle_timeout: 2s\n    body_read_timeout: 3s\n    pre_handshake_timeout: 1s\n    max_concurrent_streams: 10\n",
+        ))
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            (
+                l.max_connections,
+                l.max_handshaking,
+                l.per_source_handshaking
+            ),
+            (64, 16, 4)
+        );
+        assert_eq!(l.per_identity_connections, 8);
+        assert_eq!(l.idle_timeout, Duration::from_secs(2));
+        assert_eq!(l.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(l.pre_handshake_timeout, Duration::from_secs(1));
+        assert_eq!(l.max_concurrent_streams, 10);
+        // A small max_connections pulls the defaults of the inner pools down with it.
+        let c = load(&with("    max_connections: 8\n")).unwrap();
+        assert_eq!(
+            (c.limits.max_handshaking, c.limits.per_source_handshaking),
+            (8, 8)
+        );
+        for (lines, want) in [
+            (
+                "    max_connections: 64\n    max_handshaking: 65\n",
+                "listener.limits.max_handshaking",
+            ),
+            (
+                "    per_source_handshaking: 0\n",
+                "listener.limits.per_source_handshaking",
+            ),
+            (
+                "    per_identity_connections: 5000\n",
+                "listener.limits.per_identity_connections",
+            ),
+            (
+                "    pre_handshake_timeout: 20s\n",
+                "listener.limits.pre_handshake_timeout",
+            ),
+            ("    idle_timeout: never\n", "listener.limits.idle_timeout"),
+            (
+                "    body_read_timeout: 0s\n",
+                "listener.limits.body_read_timeout",
+            ),
+        ] {
+            let e = load(&with(lines)).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains("line "),
+                "want {want:?} in: {e}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use keep_store::seal::{self, RootKeySource};
 use keep_store::{Barrier, BarrierError, SqliteStore, Store, StoreError};
+use keep_tls::budget::IdleTracker;
 use keep_tls::events::{JsonLinesSink, SharedSink};
-use keep_tls::listener::{self, ConnInfo, ListenerOptions, ShutdownSignal};
+use keep_tls::listener::{self, ConnInfo, ShutdownSignal};
 use keep_tls::reload::ReloadableTls;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::SecretString;
@@ -162,6 +163,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             keep_tls::counters::describe();
             crate::alerts::describe_metrics();
             crate::pki::metrics::describe();
+            crate::api::limits::describe_metrics();
             handle
         })
         .clone()
@@ -342,31 +344,41 @@ async fn run_listener(
     shutdown: ShutdownSignal,
     state: Arc<AppState>,
 ) {
-    let opts = ListenerOptions {
-        handshake_timeout: config.limits.handshake_timeout,
-        max_connections: config.limits.max_connections,
-        ..ListenerOptions::default()
-    };
-    let header_timeout = config.limits.header_timeout;
+    let opts = config.limits.listener_options();
+    let limits = config.limits.clone();
     let router = api::router(state);
     listener::serve(listener, tls, opts, events, shutdown, move |stream, info: ConnInfo| {
         let router = router.clone();
+        let limits = limits.clone();
         async move {
             let caller = info.identity.clone().map(Caller);
             let peer_addr = PeerAddr(info.peer_addr);
+            // Idle = no request in flight: before the first one, between keep-alive requests,
+            // an HTTP/2 connection with no open stream.
+            let idle = IdleTracker::new();
+            let tracker = idle.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let in_flight = tracker.request();
                 if let Some(c) = &caller {
                     req.extensions_mut().insert(c.clone());
                 }
                 req.extensions_mut().insert(peer_addr);
                 let router = router.clone();
-                async move { router.oneshot(req.map(axum::body::Body::new)).await }
+                async move {
+                    let response = router.oneshot(req.map(axum::body::Body::new)).await;
+                    drop(in_flight);
+                    response
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(limits.header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.max_concurrent_streams);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let shutdown = info.shutdown.clone();
             tokio::pin!(conn);
@@ -375,6 +387,14 @@ async fn run_listener(
                     if let Err(e) = res {
                         tracing::debug!(peer = %info.peer_addr, error = %e, "connection ended with an error");
                     }
+                }
+                () = idle.idle_for(limits.idle_timeout) => {
+                    // HTTP/2 gets a GOAWAY, HTTP/1.1 a close; a peer that does not let go
+                    // within the header timeout is dropped.
+                    keep_tls::counters::connection_closed_idle();
+                    tracing::debug!(peer = %info.peer_addr, timeout = ?limits.idle_timeout, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.header_timeout, conn).await;
                 }
                 () = shutdown.triggered() => {
                     conn.as_mut().graceful_shutdown();

@@ -3,14 +3,18 @@
 //! - [`server`]: the vault's rustls [`ServerConfig`](rustls::ServerConfig) from keep-pki
 //!   material: TLS 1.3 and TLS 1.2 ECDHE+AEAD only, client certificates required and verified by
 //!   rustls against the client CA bundle and CRLs.
-//! - [`identity`]: the [`PeerIdentity`](identity::PeerIdentity) of a client, derived by a pure
-//!   function from the chain rustls has already verified.
+//! - [`identity`]: the [`PeerIdentity`](identity::PeerIdentity) of a client, read from the path
+//!   webpki verified (never the chain as presented), and [`CaKey`](identity::CaKey), what trust
+//!   bindings compare.
 //! - [`classify`]: why a handshake failed, as one of a fixed set of reasons.
 //! - [`events`]: security events (one JSON line each) and where they go.
-//! - [`listener`]: the accept loop: handshake timeout, connection cap, classification, events,
-//!   metrics and graceful shutdown; hands each verified connection to the caller's handler.
 //! - [`revocation`]: every loaded CRL applies (file and in-memory, also for one issuer), in the
 //!   handshake and per request.
+//! - [`listener`]: the accept loop: handshake timeouts, connection budget, classification,
+//!   events, metrics and graceful shutdown; hands each verified connection to the caller's
+//!   handler.
+//! - [`budget`]: the connection pools (global, handshaking, per source address, per
+//!   certificate) and the idle tracker the HTTP layer uses to close idle connections.
 //! - [`reload`]: hot-swappable TLS material (file watcher, SIGHUP), keeping the last good config.
 //! - [`counters`]: the metric names (`keep_tls_handshake_failures_total{reason}`, …).
 //! - [`client`]: the agent's and CLI's rustls [`ClientConfig`](rustls::ClientConfig).
@@ -21,6 +25,7 @@
 //! up in the dependency tree, `builder()` would panic (notes/stack.md).
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod classify;
 pub mod client;
 pub mod counters;

@@ -1,26 +1,33 @@
 //! The TLS accept loop.
 //!
 //! [`serve`] accepts TCP connections and, for each one, in its own task:
-//! 1. takes a connection slot (at most [`ListenerOptions::max_connections`] open at once);
+//! 1. admits the connection into the [`budget`](crate::budget): a slot of
+//!    [`ListenerOptions::max_connections`], and, until its handshake finishes, one of
+//!    [`ListenerOptions::max_handshaking`] and of its source address's
+//!    [`ListenerOptions::per_source_handshaking`];
 //! 2. peeks at the first bytes: nothing then EOF is a load-balancer probe (`eof_before_hello`,
 //!    counted and logged at debug only); plain HTTP gets a short `400` telling the user to use
 //!    https, and is classified `plain_http`;
 //! 3. reads the ClientHello, picks the *current* config from [`ReloadableTls`] (so a reload
 //!    applies to the next handshake), and completes the handshake, all within
-//!    [`ListenerOptions::handshake_timeout`];
+//!    [`ListenerOptions::handshake_timeout`] (the ClientHello within the shorter
+//!    [`ListenerOptions::pre_handshake_timeout`]);
 //! 4. on failure: classifies it ([`crate::classify`]), increments
 //!    `keep_tls_handshake_failures_total{reason}`, and emits a `tls_handshake_failure` event
 //!    naming the certificate the client presented, if any;
 //! 5. on success: derives the [`PeerIdentity`] from the path webpki verifies against the same
 //!    config's trust anchors (`ClientTrust::identify`: never from the chain as presented) and calls the handler
 //!    with the TLS stream and a [`ConnInfo`].
+//!    The connection leaves the handshaking pools and counts against its certificate's
+//!    [`ListenerOptions::per_identity_connections`].
 //!
 //! The handshake runs inside the spawned task, never in the accept loop, so a slow or silent
 //! client cannot hold up anyone else's accept.
 //!
-//! **Connection cap.** Over `max_connections`, a new connection is closed at once, before any
-//! TLS, and counted in `keep_tls_connections_rejected_total{reason="limit"}` (not as a handshake
-//! failure: nothing about the client was wrong). Closing fast tells clients to back off and
+//! **Connection budget.** When a pool is full, a new connection is closed at once, before any
+//! TLS, and counted in `keep_tls_connections_rejected_total{reason}` with the pool's name
+//! (`limit`, `handshaking`, `per_source`; `per_identity` right after the handshake) — not as a
+//! handshake failure: nothing about the client was wrong. Closing fast tells clients to back off and
 //! retry, where leaving them in the kernel backlog would let them time out slowly while holding
 //! file descriptors.
 //!
@@ -78,12 +85,13 @@ use rustls::server::Acceptor;
 use rustls::{CipherSuite, ProtocolVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::budget::{Admission, Budget};
 use crate::capture::PRESENTED;
 use crate::classify::{
     Classified, HandshakeContext, HelloSummary, Reason, classify_first_bytes, classify_io_error,
@@ -102,8 +110,21 @@ pub struct ListenerOptions {
     /// How long a client may take from TCP accept to a finished handshake (ClientHello
     /// included). Default 10 s.
     pub handshake_timeout: Duration,
+    /// How long a client may take from TCP accept to a complete ClientHello: a silent or
+    /// trickling client gives its slot back this soon. Default 5 s (at most
+    /// `handshake_timeout`).
+    pub pre_handshake_timeout: Duration,
     /// How many connections (handshaking or established) may be open at once. Default 1024.
     pub max_connections: usize,
+    /// How many connections may be handshaking (not yet verified) at once, so unauthenticated
+    /// clients cannot take the whole `max_connections`. Default 256.
+    pub max_handshaking: usize,
+    /// How many connections one source address (IPv4 address, IPv6 /64) may have handshaking
+    /// at once. Default 32.
+    pub per_source_handshaking: usize,
+    /// How many verified connections one client certificate may hold open at once.
+    /// Default 128.
+    pub per_identity_connections: usize,
     /// How long connections may take to finish after shutdown before they are aborted.
     /// Default 30 s.
     pub drain_timeout: Duration,
@@ -113,7 +134,11 @@ impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
             handshake_timeout: Duration::from_secs(10),
+            pre_handshake_timeout: Duration::from_secs(5),
             max_connections: 1024,
+            max_handshaking: 256,
+            per_source_handshaking: 32,
+            per_identity_connections: 128,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -213,7 +238,12 @@ pub async fn serve<H, F>(
     H: Fn(TlsStream<TcpStream>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let budget = Budget::new(
+        opts.max_connections,
+        opts.max_handshaking,
+        opts.per_source_handshaking,
+        opts.per_identity_connections,
+    );
     let shared = Arc::new(Shared {
         tls,
         opts,
@@ -229,16 +259,18 @@ pub async fn serve<H, F>(
             Some(done) = tasks.join_next(), if !tasks.is_empty() => log_task_end(done),
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        counters::connection_rejected_limit();
-                        tracing::debug!(%peer, limit = shared.opts.max_connections, "connection limit reached; closing the new connection");
-                        drop(tcp);
-                        continue;
+                    let admission = match budget.admit(peer.ip()) {
+                        Ok(admission) => admission,
+                        Err(rejection) => {
+                            counters::connection_rejected(rejection);
+                            tracing::debug!(%peer, pool = rejection.option(), "connection pool full; closing the new connection");
+                            drop(tcp);
+                            continue;
+                        }
                     };
                     let shared = Arc::clone(&shared);
                     tasks.spawn(async move {
-                        connection(tcp, peer, &shared).await;
-                        drop(slot);
+                        connection(tcp, peer, &shared, admission).await;
                     });
                 }
                 Err(e) => {
@@ -292,28 +324,50 @@ enum Failure {
     Io(std::io::Error),
 }
 
-async fn connection<H, F>(tcp: TcpStream, peer: SocketAddr, shared: &Shared<H>)
-where
+async fn connection<H, F>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared<H>,
+    admission: Admission,
+) where
     H: Fn(TlsStream<TcpStream>, ConnInfo) -> F,
     F: Future<Output = ()>,
 {
     let _ = tcp.set_nodelay(true);
     let local_addr = tcp.local_addr().ok();
     let deadline = Instant::now() + shared.opts.handshake_timeout;
+    let hello_deadline = Instant::now() + shared.opts.pre_handshake_timeout;
     let mut progress = Progress::default();
     // The task-local slot where the verifier records the presented client certificate; it
     // lives exactly as long as this connection's handshake (see `capture`).
     let (result, presented) = PRESENTED
         .scope(RefCell::new(None), async {
-            let result =
-                tokio::time::timeout_at(deadline, handshake(tcp, &shared.tls, &mut progress)).await;
+            let result = tokio::time::timeout_at(
+                deadline,
+                handshake(tcp, &shared.tls, hello_deadline, &mut progress),
+            )
+            .await;
             (result, PRESENTED.with(|slot| slot.borrow_mut().take()))
         })
         .await;
 
     let failure = match result {
         Ok(Ok((stream, material))) => {
-            return verified(stream, &material, peer, local_addr, shared).await;
+            // Leave the handshaking pools; count against the certificate's own bound.
+            let fingerprint = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| keep_pki::inspect::fingerprint_sha256(leaf.as_ref()));
+            match admission.verified(fingerprint) {
+                Ok(_established) => return verified(stream, &material, peer, local_addr, shared).await,
+                Err(rejection) => {
+                    counters::connection_rejected(rejection);
+                    tracing::debug!(%peer, pool = rejection.option(), "connection pool full for this client certificate; closing the connection");
+                    return;
+                }
+            }
         }
         Ok(Err(Failure::Classified(c))) => c,
         Ok(Err(Failure::Io(e))) => classify_io_error(&e, &progress.context),
@@ -339,12 +393,38 @@ where
     );
 }
 
-/// Peek, ClientHello, handshake (module docs, steps 2–3).
+/// Peek, ClientHello (by `hello_deadline`), handshake (module docs, steps 2–3).
 async fn handshake(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     tls: &ReloadableTls,
+    hello_deadline: Instant,
     progress: &mut Progress,
 ) -> Result<(TlsStream<TcpStream>, Arc<Material>), Failure> {
+    let start = match tokio::time::timeout_at(hello_deadline, client_hello(tcp, progress)).await {
+        Ok(start) => start?,
+        Err(_elapsed) => {
+            counters::connection_closed_pre_handshake();
+            return Err(Failure::Classified(Classified {
+                reason: Reason::Other,
+                detail: format!(
+                    "no complete ClientHello within the pre-handshake timeout ({})",
+                    if progress.sent_bytes {
+                        "the ClientHello never completed"
+                    } else {
+                        "the client sent nothing"
+                    }
+                ),
+            }));
+        }
+    };
+    finish_handshake(start, tls, progress).await
+}
+
+/// Peeks at the first bytes (probe, plain HTTP) and reads the ClientHello.
+async fn client_hello(
+    mut tcp: TcpStream,
+    progress: &mut Progress,
+) -> Result<tokio_rustls::StartHandshake<TcpStream>, Failure> {
     let mut first = [0u8; 16];
     let n = match tcp.peek(&mut first).await {
         Ok(n) => n,
@@ -363,10 +443,17 @@ async fn handshake(
     }
     progress.sent_bytes = true;
     progress.context.client_version = client_hello_version(&first[..n]);
-
-    let start = LazyConfigAcceptor::new(Acceptor::default(), tcp)
+    LazyConfigAcceptor::new(Acceptor::default(), tcp)
         .await
-        .map_err(Failure::Io)?;
+        .map_err(Failure::Io)
+}
+
+/// Continues the handshake after the ClientHello with the current config.
+async fn finish_handshake(
+    start: tokio_rustls::StartHandshake<TcpStream>,
+    tls: &ReloadableTls,
+    progress: &mut Progress,
+) -> Result<(TlsStream<TcpStream>, Arc<Material>), Failure> {
     // The config is chosen after the ClientHello, so a reload applies from the next handshake.
     let material = tls.material();
     let hello = start.client_hello();

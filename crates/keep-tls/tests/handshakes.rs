@@ -604,6 +604,7 @@ async fn connection_cap_and_handshake_timeout() {
         handshake_timeout: Duration::from_millis(700),
         max_connections: 1,
         drain_timeout: Duration::from_secs(2),
+        ..ListenerOptions::default()
     };
     let server = Server::start(settings, opts).await;
     let rejected = r#"keep_tls_connections_rejected_total{reason="limit"}"#;

@@ -9,6 +9,7 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod kv;
+pub mod limits;
 pub mod pki;
 pub mod policy;
 pub mod sys;
@@ -381,6 +382,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             audit_layer::audit,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard_body,
+        ))
         .layer(middleware::from_fn(guard_path))
         .with_state(state)
 }
@@ -399,10 +404,14 @@ async fn method_not_allowed() -> ApiError {
     ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
 }
 
-/// Refuses paths that could alias or escape: `..`, `.`, empty segments, and percent-encoded
-/// dots or slashes (which some layers decode later). Runs before routing, so nothing is stored.
+/// Refuses paths over [`limits::MAX_PATH_BYTES`] and paths that could alias or escape: `..`,
+/// `.`, empty segments, and percent-encoded dots or slashes (which some layers decode later).
+/// Runs before routing, so nothing is stored.
 async fn guard_path(req: Request, next: Next) -> Response {
     let raw = req.uri().path();
+    if let Some(refused) = limits::path_too_long(raw) {
+        return refused;
+    }
     let lower = raw.to_ascii_lowercase();
     let bad = lower.contains("%2e")
         || lower.contains("%2f")
