@@ -44,6 +44,9 @@ pub struct AppState {
     audit: RwLock<Option<crate::audit::AuditLog>>,
     /// The PKI mount (`pki:` in the config); `None` = the `pki/` routes answer 404.
     pub pki: Option<Arc<crate::pki::Pki>>,
+    /// Whether storage writes succeed (the raw backend under the barrier), for `sys/health`;
+    /// `None` when the store is not tracked (in-memory API tests).
+    pub storage_health: Option<Arc<keep_store::WriteHealth>>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            storage_health: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            storage_health: None,
         }
     }
 

@@ -13,12 +13,13 @@ use std::process::Command;
 use serde::Deserialize;
 
 /// The metrics the rules must watch: the server's, `keep check expiry`'s textfile, and `up`.
-const METRICS: [&str; 9] = [
+const METRICS: [&str; 10] = [
     "keep_certificate_expiry_timestamp_seconds",
     "keep_certificate_not_before_timestamp_seconds",
     "keep_certificate_revoked",
     "keep_tls_handshake_failures_total",
     "keep_audit_healthy",
+    "keep_storage_healthy",
     "keep_pki_renewals_total",
     "keep_security_alerts_total",
     "keep_check_certificate_status",
@@ -26,12 +27,13 @@ const METRICS: [&str; 9] = [
 ];
 
 /// Every alert the rules must define.
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 10] = [
     "KeepCertificateExpiringSoon",
     "KeepCertificateExpired",
     "KeepHandshakeFailureSpike",
     "KeepRevokedOrExpiredCertUsed",
     "KeepAuditSinkBroken",
+    "KeepStorageUnwritable",
     "KeepRenewalsFailing",
     "KeepSecurityAlert",
     "KeepDown",
