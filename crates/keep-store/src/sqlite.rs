@@ -628,6 +628,35 @@ mod tests {
 
     use super::*;
 
+    /// The cases that do not depend on file modes (root ignores those; the unprivileged
+    /// cases run as a test user in the binary's `tests/storage_faults.rs`).
+    #[test]
+    fn access_check_names_the_path_and_the_fix_before_sqlite_opens_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keep.db");
+        check_access(&db).unwrap();
+
+        let missing = dir.path().join("no/such/keep.db");
+        let e = check_access(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("does not exist") && e.contains("install -d"),
+            "{e}"
+        );
+
+        // A -shm that is not a file (SQLite would fail to map it): refused, nothing created.
+        std::fs::create_dir(dir.path().join("keep.db-shm")).unwrap();
+        let e = SqliteStore::open(&db).unwrap_err();
+        assert!(matches!(&e, StoreError::Access { path, .. } if path.ends_with("keep.db-shm")));
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(!db.exists(), "nothing was created");
+        std::fs::remove_dir(dir.path().join("keep.db-shm")).unwrap();
+
+        let under_file = db.join("x.db");
+        std::fs::write(&db, b"").unwrap();
+        let e = check_access(&under_file).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+
     #[test]
     fn list_uses_the_primary_key_index() {
         let store = SqliteStore::open_in_memory().unwrap();
