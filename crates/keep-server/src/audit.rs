@@ -56,7 +56,8 @@
 //! change has been applied but the client is told it failed. So the file keeps a preallocated
 //! reserve past its end (`fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks belong to the file, its
 //! size does not change) of [`AuditOptions::reserve_per_request`] bytes for every request in
-//! flight. A request line is acknowledged only after the writer has grown the reserve to cover
+//! flight, grown in steps of 64 KiB so that most batches need no `fallocate` call. A request
+//! line is acknowledged only after the writer has grown the reserve to cover
 //! the line itself plus one response line for it and for every other request still in flight
 //! ([`ResponseSlot`] counts them); if the reserve cannot be grown (the disk is full) the request
 //! line is not written and the call fails, *before* the handler acts. Response lines are always
@@ -66,7 +67,7 @@
 //! What remains is narrow and reported truthfully: a response line larger than the reserve that
 //! is left (a huge read or list result; the reserve is shared, so one big line can use up others'
 //! share), or a file system without preallocation (some FUSE and NFS mounts, pipes, devices:
-//! logged once at start). There the response line can still fail after the handler acted, and
+//! logged once). There the response line can still fail after the handler acted, and
 //! the API says so ("the change was applied; its audit response line could not be written").
 //!
 //! While the reserve cannot be grown the log is unhealthy, and stays so until a write succeeds
