@@ -65,6 +65,16 @@ fn chown(path: &Path, owner: &str, recursive: bool) {
     assert!(st.success());
 }
 
+/// The `keep` binary where the test user can run it: the build directory may sit below a
+/// directory only root can enter (`/root/...` in CI), so it is linked or copied into the lab.
+fn user_bin(lab: &Lab) -> std::path::PathBuf {
+    let bin = lab.dir.join("keep-bin");
+    if !bin.exists() && std::fs::hard_link(keep_bin(), &bin).is_err() {
+        std::fs::copy(keep_bin(), &bin).unwrap();
+    }
+    bin
+}
+
 /// `keep ARGS --config <lab config>` as the test user.
 fn keep_as_user(lab: &Lab, args: &[&str]) -> Output {
     let mut child = Command::new("setpriv")
@@ -74,7 +84,7 @@ fn keep_as_user(lab: &Lab, args: &[&str]) -> Output {
             "--clear-groups",
             "--",
         ])
-        .arg(keep_bin())
+        .arg(user_bin(lab))
         .args(args)
         .arg("--config")
         .arg(&lab.config)
