@@ -23,8 +23,9 @@ fn status_param(q: &HashMap<String, String>, name: &str, default: u16) -> Status
 }
 
 /// Whether storage writes succeed, with the reason when they do not. While they fail, this
-/// retries with a write that changes nothing (at most once a second), so health turns green
-/// as soon as the storage takes writes again, even when red health has stopped all traffic.
+/// retries (at most once a second) with a write as large as the one that failed, which leaves
+/// nothing behind, so health turns green as soon as the storage takes such writes again, even
+/// when red health has stopped all traffic.
 async fn storage_fault(state: &AppState) -> Option<String> {
     let health = state.storage_health.clone()?;
     if !health.healthy() && health.probe_due() {
