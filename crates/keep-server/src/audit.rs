@@ -49,6 +49,30 @@
 //! - a call that timed out before the writer picked its line up withdraws it, so it is never
 //!   written later; a line the writer had already started may still land (an entry for a
 //!   request that then failed, never a request that succeeded without an entry).
+//!
+//! # A refusal is true: the response line's space is reserved before the request is acted on
+//!
+//! A request line alone proves little: if the disk fills between it and the response line, the
+//! change has been applied but the client is told it failed. So the file keeps a preallocated
+//! reserve past its end (`fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks belong to the file, its
+//! size does not change) of [`AuditOptions::reserve_per_request`] bytes for every request in
+//! flight, grown in steps of 64 KiB so that most batches need no `fallocate` call. A request
+//! line is acknowledged only after the writer has grown the reserve to cover
+//! the line itself plus one response line for it and for every other request still in flight
+//! ([`ResponseSlot`] counts them); if the reserve cannot be grown (the disk is full) the request
+//! line is not written and the call fails, *before* the handler acts. Response lines are always
+//! written, out of the reserve, so a response line that fits its share cannot fail for want of
+//! space.
+//!
+//! What remains is narrow and reported truthfully: a response line larger than the reserve that
+//! is left (a huge read or list result; the reserve is shared, so one big line can use up others'
+//! share), or a file system without preallocation (some FUSE and NFS mounts, pipes, devices:
+//! logged once). There the response line can still fail after the handler acted, and
+//! the API says so ("the change was applied; its audit response line could not be written").
+//!
+//! While the reserve cannot be grown the log is unhealthy, and stays so until a write succeeds
+//! with a reserve at least as large as the one that failed: a line that still fits in the
+//! reserve (or in the last page of the file) does not turn health green while the disk is full.
 
 use std::fmt;
 use std::fs::{File, OpenOptions, Permissions};
@@ -540,6 +564,16 @@ pub enum AuditError {
     #[error("the audit writer thread has stopped")]
     WriterStopped,
 
+    /// The preallocated space for response lines could not be grown (the disk is full), so
+    /// the request line was not written and the request must not be acted on.
+    #[error(
+        "cannot reserve space in the audit log for the response line: {reason}; nothing was written"
+    )]
+    Reserve {
+        /// The OS error text.
+        reason: String,
+    },
+
     /// An entry could not be turned into JSON (not expected to happen).
     #[error("cannot serialize an audit entry: {0}")]
     Serialize(String),
@@ -577,6 +611,11 @@ pub struct AuditOptions {
     /// flush per batch. Without it a line is in the OS when the call returns, which survives
     /// a crash or kill of keep.
     pub fsync: bool,
+    /// Bytes preallocated past the end of the audit file for each request in flight (default
+    /// 16 KiB): the room its response line is written into even when the disk fills meanwhile.
+    /// A typical response line is 1–2 KiB; one larger than what is reserved can still fail
+    /// after its request was acted on, and the client is told so. 0 turns the reserve off.
+    pub reserve_per_request: u64,
 }
 
 impl Default for AuditOptions {
@@ -585,6 +624,7 @@ impl Default for AuditOptions {
             write_timeout: Duration::from_secs(1),
             queue_capacity: 256,
             fsync: false,
+            reserve_per_request: 16 * 1024,
         }
     }
 }
@@ -634,6 +674,9 @@ struct Shared {
     writer_alive: AtomicBool,
     /// Log calls that returned an error and are not yet reported in a gap line.
     failed_calls: AtomicU64,
+    /// Live [`ResponseSlot`]s: requests whose response line is still to come, each owed
+    /// [`AuditOptions::reserve_per_request`] bytes of reserve.
+    outstanding: AtomicU64,
     status: Mutex<Status>,
 }
 
@@ -690,9 +733,57 @@ struct SinkState {
     /// A failed write may have left a partial line we could not cut off: start the next
     /// write with a newline so it cannot glue onto the fragment.
     dirty: bool,
+    /// The file offset up to which blocks are known to be allocated (0: unknown), so most
+    /// batches need no `fallocate` at all.
+    reserved_end: u64,
+    /// The file's size after our last write: a smaller size means someone truncated it
+    /// (logrotate's copytruncate), which freed the reserve too.
+    written_len: u64,
 }
 
+/// The reserve grows by this much beyond what is needed, so `fallocate` runs about once per
+/// 64 KiB of log rather than once per batch (falling back to the exact need when the disk has
+/// no room for the extra).
+const RESERVE_STEP: u64 = 64 * 1024;
+
 impl SinkState {
+    /// Makes sure the blocks from the end of the file up to `need` bytes past it (and at least
+    /// up to offset `at_least_end`) are allocated to the file, without changing its size.
+    /// `Ok(false)`: this sink cannot preallocate. `Err` carries the end offset that failed.
+    fn reserve(&mut self, need: u64, at_least_end: u64) -> Result<bool, (io::Error, u64)> {
+        let Sink::File {
+            file,
+            regular: true,
+        } = &self.sink
+        else {
+            return Ok(false);
+        };
+        let len = file.metadata().map_err(|e| (e, at_least_end))?.len();
+        if len < self.written_len {
+            self.reserved_end = 0;
+        }
+        let end = len.saturating_add(need).max(at_least_end);
+        if end <= len || end <= self.reserved_end {
+            return Ok(true);
+        }
+        // Blocks already allocated in the range cost nothing.
+        let allocate = |to: u64| {
+            rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, len, to - len)
+                .map(|()| to)
+        };
+        let stepped = end.saturating_add(RESERVE_STEP);
+        match allocate(stepped).or_else(|_| allocate(end)) {
+            Ok(reached) => {
+                self.reserved_end = reached;
+                Ok(true)
+            }
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                Ok(false)
+            }
+            Err(e) => Err((io::Error::from(e), end)),
+        }
+    }
+
     fn append(&mut self, buf: &[u8], fsync: bool) -> io::Result<()> {
         match &mut self.sink {
             Sink::File { file, regular } => {
@@ -712,8 +803,12 @@ impl SinkState {
                     // back, the file is as it was before this write (dirty if it was).
                     let cut = before.is_some_and(|len| file.set_len(len).is_ok());
                     self.dirty |= !cut;
+                    // Truncating also freed the blocks past the end.
+                    self.reserved_end = 0;
                 } else {
                     self.dirty = false;
+                    let written = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+                    self.written_len = before.map_or(0, |len| len.saturating_add(written));
                 }
                 result
             }
@@ -727,12 +822,12 @@ impl SinkState {
 }
 
 enum Ack {
-    Sync(SyncSender<Result<(), String>>),
-    Async(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Sync(SyncSender<Result<(), AuditError>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), AuditError>>),
 }
 
 impl Ack {
-    fn send(self, r: Result<(), String>) {
+    fn send(self, r: Result<(), AuditError>) {
         // The caller may have timed out and gone; that is fine.
         match self {
             Ack::Sync(tx) => {
@@ -747,8 +842,40 @@ impl Ack {
 
 struct Job {
     line: Vec<u8>,
+    /// A request line: written only with its response line's space reserved.
+    request: bool,
     claim: Arc<AtomicU8>,
     ack: Ack,
+}
+
+/// Proof that a request line was written with room reserved for its response line. Hold it
+/// until the response line is written (or the request ends without one); dropping it hands
+/// its share of the reserve back.
+#[must_use = "the response line's reserve is released when the slot is dropped: keep it until the response line is written"]
+pub struct ResponseSlot {
+    shared: Arc<Shared>,
+}
+
+impl ResponseSlot {
+    /// Counted before the request line is queued, so the writer reserves room for it.
+    fn new(shared: &Arc<Shared>) -> ResponseSlot {
+        shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        ResponseSlot {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Drop for ResponseSlot {
+    fn drop(&mut self) {
+        self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for ResponseSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseSlot")
+    }
 }
 
 /// Clears `writer_alive` however the writer ends (including a panic), so health goes red.
@@ -817,13 +944,31 @@ impl AuditLog {
             write_failed: AtomicBool::new(false),
             writer_alive: AtomicBool::new(true),
             failed_calls: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
             status: Mutex::new(Status::default()),
         });
         let writer_shared = Arc::clone(&shared);
         let fsync = opts.fsync;
+        let reserve = match &sink {
+            Sink::File { regular: true, .. } => opts.reserve_per_request,
+            _ => 0,
+        };
         std::thread::Builder::new()
             .name("keep-audit".into())
-            .spawn(move || writer_loop(rx, SinkState { sink, dirty: false }, writer_shared, fsync))
+            .spawn(move || {
+                writer_loop(
+                    rx,
+                    SinkState {
+                        sink,
+                        dirty: false,
+                        reserved_end: 0,
+                        written_len: 0,
+                    },
+                    writer_shared,
+                    fsync,
+                    reserve,
+                )
+            })
             .map_err(AuditError::Spawn)?;
         Ok(AuditLog {
             inner: Arc::new(Inner {
@@ -835,15 +980,19 @@ impl AuditLog {
         })
     }
 
-    /// Writes the request line and waits (at most the write timeout) until it is flushed.
+    /// Writes the request line and waits (at most the write timeout) until it is flushed,
+    /// with room for its response line reserved in the file.
     ///
-    /// Fail closed: on `Err` the caller must not act on the request. Blocks the calling
-    /// thread, so call it from `spawn_blocking` (next to the storage call) or use
-    /// [`log_request_async`](Self::log_request_async) on the async runtime.
-    pub fn log_request(&self, e: &RequestEntry) -> Result<(), AuditError> {
-        let r = self.write_blocking(request_line(e));
+    /// Fail closed: on `Err` the caller must not act on the request (nothing was acted on, so
+    /// "refused" is the truth). On `Ok`, keep the [`ResponseSlot`] until the response line is
+    /// written. Blocks the calling thread, so call it from `spawn_blocking` (next to the
+    /// storage call) or use [`log_request_async`](Self::log_request_async) on the async
+    /// runtime.
+    pub fn log_request(&self, e: &RequestEntry) -> Result<ResponseSlot, AuditError> {
+        let slot = ResponseSlot::new(&self.inner.shared);
+        let r = self.write_blocking(request_line(e), true);
         self.record(&r);
-        r
+        r.map(|()| slot)
     }
 
     /// Writes the response line and waits (at most the write timeout) until it is flushed.
@@ -852,7 +1001,7 @@ impl AuditLog {
     /// happened; the client must not get its result). Blocking, like
     /// [`log_request`](Self::log_request).
     pub fn log_response(&self, e: &ResponseEntry) -> Result<(), AuditError> {
-        let r = self.write_blocking(response_line(e));
+        let r = self.write_blocking(response_line(e), false);
         self.record(&r);
         r
     }
@@ -863,8 +1012,10 @@ impl AuditLog {
     pub fn log_request_async(
         &self,
         e: &RequestEntry,
-    ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
-        self.write_async(request_line(e))
+    ) -> impl Future<Output = Result<ResponseSlot, AuditError>> + Send + 'static {
+        let slot = ResponseSlot::new(&self.inner.shared);
+        let written = self.write_async(request_line(e), true);
+        async move { written.await.map(|()| slot) }
     }
 
     /// [`log_response`](Self::log_response) for async code.
@@ -872,7 +1023,7 @@ impl AuditLog {
         &self,
         e: &ResponseEntry,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
-        self.write_async(response_line(e))
+        self.write_async(response_line(e), false)
     }
 
     /// `hmac-sha256:<hex>` of `value`: what the log holds for it. Serves `sys/audit-hash`.
@@ -941,7 +1092,7 @@ impl AuditLog {
     /// Queues a line unless the writer is known to be stuck, the queue is full or the writer
     /// is gone: all three fail at once, which is what keeps a broken sink from piling up
     /// waiting callers.
-    fn enqueue(&self, line: Vec<u8>, ack: Ack) -> Result<Arc<AtomicU8>, AuditError> {
+    fn enqueue(&self, line: Vec<u8>, request: bool, ack: Ack) -> Result<Arc<AtomicU8>, AuditError> {
         let s = &self.inner.shared;
         if let Some(blocked_for) = s.blocked_for(self.inner.opts.write_timeout) {
             return Err(AuditError::Stuck { blocked_for });
@@ -952,6 +1103,7 @@ impl AuditLog {
         let claim = Arc::new(AtomicU8::new(PENDING));
         let job = Job {
             line,
+            request,
             claim: Arc::clone(&claim),
             ack,
         };
@@ -970,20 +1122,24 @@ impl AuditLog {
             .is_ok()
     }
 
-    fn write_blocking(&self, line: Result<Vec<u8>, AuditError>) -> Result<(), AuditError> {
+    fn write_blocking(
+        &self,
+        line: Result<Vec<u8>, AuditError>,
+        request: bool,
+    ) -> Result<(), AuditError> {
         let start = Instant::now();
         let timeout = self.inner.opts.write_timeout;
         let (tx, rx) = mpsc::sync_channel(1);
-        let claim = self.enqueue(line?, Ack::Sync(tx))?;
+        let claim = self.enqueue(line?, request, Ack::Sync(tx))?;
         match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
-            Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+            Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
                 if Self::withdraw(&claim) {
                     return Err(AuditError::Timeout { after: timeout });
                 }
                 // The writer had it; its answer may have arrived just now.
                 match rx.try_recv() {
-                    Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+                    Ok(r) => r,
                     Err(_) => Err(AuditError::Timeout { after: timeout }),
                 }
             }
@@ -994,13 +1150,14 @@ impl AuditLog {
     fn write_async(
         &self,
         line: Result<Vec<u8>, AuditError>,
+        request: bool,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + 'static {
         let this = self.clone();
         let start = Instant::now();
         let timeout = self.inner.opts.write_timeout;
         let queued = line.and_then(|line| {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let claim = this.enqueue(line, Ack::Async(tx))?;
+            let claim = this.enqueue(line, request, Ack::Async(tx))?;
             Ok((claim, rx))
         });
         async move {
@@ -1009,13 +1166,13 @@ impl AuditLog {
                 Ok((claim, mut rx)) => {
                     let left = timeout.saturating_sub(start.elapsed());
                     match tokio::time::timeout(left, &mut rx).await {
-                        Ok(Ok(r)) => r.map_err(|reason| AuditError::Write { reason }),
+                        Ok(Ok(r)) => r,
                         Ok(Err(_)) => Err(AuditError::WriterStopped),
                         Err(_) if Self::withdraw(&claim) => {
                             Err(AuditError::Timeout { after: timeout })
                         }
                         Err(_) => match rx.try_recv() {
-                            Ok(r) => r.map_err(|reason| AuditError::Write { reason }),
+                            Ok(r) => r,
                             Err(_) => Err(AuditError::Timeout { after: timeout }),
                         },
                     }
@@ -1064,10 +1221,36 @@ fn take(j: Job, jobs: &mut Vec<Job>) -> usize {
     }
 }
 
-fn writer_loop(rx: Receiver<Job>, mut sink: SinkState, shared: Arc<Shared>, fsync: bool) {
+/// Records a failed write or reservation for health and the next gap line; logs the first.
+fn note_write_failure(shared: &Shared, error: String) {
+    if let Ok(mut s) = shared.status.lock() {
+        if s.failing_since.is_none() {
+            s.failing_since = Some(OffsetDateTime::now_utc());
+        }
+        if !shared.write_failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(%error, "audit log unwritable; requests fail until it is writable");
+        }
+        s.last_error = Some(error);
+    }
+}
+
+/// The writer thread. `reserve_per` is [`AuditOptions::reserve_per_request`], or 0 when the
+/// sink cannot preallocate.
+fn writer_loop(
+    rx: Receiver<Job>,
+    mut sink: SinkState,
+    shared: Arc<Shared>,
+    fsync: bool,
+    mut reserve_per: u64,
+) {
     let _alive = AliveGuard(Arc::clone(&shared));
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH_JOBS);
+    // The file offset the reserve had to reach when growing it last failed. Until a batch
+    // reaches at least that far, the disk is still as full as it was: without this, a probe
+    // or a small line could succeed out of the leftover reserve and turn health green while
+    // nothing new can be reserved.
+    let mut failed_end = 0u64;
     loop {
         let failing = shared.write_failed.load(Ordering::Acquire);
         // While failing, wake up now and then to probe, so health can recover unprompted.
@@ -1112,6 +1295,83 @@ fn writer_loop(rx: Receiver<Job>, mut sink: SinkState, shared: Arc<Shared>, fsyn
         }
 
         shared.busy_since.store(shared.mark(), Ordering::Release);
+        let reserved = if reserve_per == 0 {
+            Ok(())
+        } else {
+            // This batch plus one response line for every request in flight: the requests of
+            // this batch count already (their slots exist before they are queued), and so do
+            // the responses being written now (conservative: their slots drop after the ack).
+            let owed = shared.outstanding.load(Ordering::Acquire);
+            let need = u64::try_from(buf.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(owed.saturating_mul(reserve_per));
+            match sink.reserve(need, failed_end) {
+                Ok(true) => {
+                    failed_end = 0;
+                    Ok(())
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        "the audit log's file system cannot preallocate (fallocate is not supported): a response line can fail after its request was acted on, and the client is told so"
+                    );
+                    reserve_per = 0;
+                    Ok(())
+                }
+                Err((e, end)) => {
+                    failed_end = end;
+                    Err(e.to_string())
+                }
+            }
+        };
+        if let Err(reason) = reserved {
+            // Requests are refused before anything is written or acted on. Response lines
+            // (and other lines) go out of the reserve their requests already hold; the gap
+            // line waits for the recovery, so it cannot eat into that reserve.
+            shared.busy_since.store(0, Ordering::Release);
+            note_write_failure(
+                &shared,
+                AuditError::Reserve {
+                    reason: reason.clone(),
+                }
+                .to_string(),
+            );
+            let mut rest = Vec::with_capacity(jobs.len());
+            for j in jobs.drain(..) {
+                if j.request {
+                    j.ack.send(Err(AuditError::Reserve {
+                        reason: reason.clone(),
+                    }));
+                } else {
+                    rest.push(j);
+                }
+            }
+            if rest.is_empty() {
+                continue;
+            }
+            buf.clear();
+            if sink.dirty {
+                buf.push(b'\n');
+            }
+            for j in &rest {
+                buf.extend_from_slice(&j.line);
+            }
+            shared.busy_since.store(shared.mark(), Ordering::Release);
+            let result = sink.append(&buf, fsync);
+            shared.busy_since.store(0, Ordering::Release);
+            // Health stays red either way: only a batch with its full reserve clears it.
+            let result = result.map_err(|e| e.to_string());
+            if let Err(msg) = &result {
+                note_write_failure(&shared, format!("audit log write failed: {msg}"));
+            }
+            for j in rest {
+                j.ack.send(
+                    result
+                        .clone()
+                        .map_err(|reason| AuditError::Write { reason }),
+                );
+            }
+            continue;
+        }
         let result = sink.append(&buf, fsync);
         shared.busy_since.store(0, Ordering::Release);
 
@@ -1137,17 +1397,11 @@ fn writer_loop(rx: Receiver<Job>, mut sink: SinkState, shared: Arc<Shared>, fsyn
             }
             Err(e) => {
                 let msg = e.to_string();
-                if let Ok(mut s) = shared.status.lock() {
-                    s.last_error = Some(format!("audit log write failed: {msg}"));
-                    if s.failing_since.is_none() {
-                        s.failing_since = Some(OffsetDateTime::now_utc());
-                    }
-                }
-                if !shared.write_failed.swap(true, Ordering::AcqRel) {
-                    tracing::error!(error = %msg, "audit log write failed; requests fail until it is writable");
-                }
+                note_write_failure(&shared, format!("audit log write failed: {msg}"));
                 for j in jobs.drain(..) {
-                    j.ack.send(Err(msg.clone()));
+                    j.ack.send(Err(AuditError::Write {
+                        reason: msg.clone(),
+                    }));
                 }
             }
         }
@@ -1283,7 +1537,7 @@ mod tests {
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
         let body = json!({"data": {"api_key": SECRET, "pin": 1234, "list": [SECRET]}});
-        log.log_request(&entry(&log, "req-1", Some(&body))).unwrap();
+        drop(log.log_request(&entry(&log, "req-1", Some(&body))).unwrap());
         log.log_response(&ResponseEntry {
             request: entry(&log, "req-1", None).request,
             client_token: Some(log.hashed(TOKEN)),
@@ -1317,7 +1571,7 @@ mod tests {
         let mut e = entry(&log, "req-7", Some(&json!({"k": "v"})));
         // A newline in a path must not split the line.
         e.request.path = "secret/data/evil\n{\"type\":\"forged\"}".into();
-        log.log_request(&e).unwrap();
+        drop(log.log_request(&e).unwrap());
         log.log_response(&ResponseEntry {
             request: e.request.clone(),
             client_token: e.client_token.clone(),
@@ -1393,7 +1647,7 @@ mod tests {
         std::fs::write(&path, "{\"existing\":true}\n").unwrap();
         std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
         let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
-        log.log_request(&entry(&log, "r", None)).unwrap();
+        drop(log.log_request(&entry(&log, "r", None)).unwrap());
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -1482,7 +1736,7 @@ mod tests {
         let dir = tmpfs.dir.path();
         let path = dir.join("audit.log");
         let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
-        log.log_request(&entry(&log, "before", None)).unwrap();
+        drop(log.log_request(&entry(&log, "before", None)).unwrap());
         assert!(log.healthy());
         let filler = fill(dir);
 
@@ -1495,8 +1749,10 @@ mod tests {
             .unwrap_err();
         let took = start.elapsed();
         assert!(took <= Duration::from_millis(1500), "took {took:?}");
+        // Refused when its response line's room could not be reserved (before anything was
+        // written), or, without preallocation, when the write itself failed.
         assert!(
-            matches!(&err, AuditError::Write { reason } if reason.contains("No space left")),
+            matches!(&err, AuditError::Reserve { reason } | AuditError::Write { reason } if reason.contains("No space left")),
             "{err}"
         );
         assert!(!log.healthy());
@@ -1505,7 +1761,7 @@ mod tests {
         assert!(log.log_request(&entry(&log, "full2", Some(&big))).is_err());
 
         std::fs::remove_file(&filler).unwrap();
-        log.log_request(&entry(&log, "after", None)).unwrap();
+        drop(log.log_request(&entry(&log, "after", None)).unwrap());
         assert!(log.healthy());
         assert_eq!(log.last_error(), None);
 
@@ -1522,6 +1778,195 @@ mod tests {
         assert!(!std::fs::read_to_string(&path).unwrap().contains(SECRET));
         drop(log);
         drop(tmpfs);
+    }
+
+    /// A tmpfs of `size`, or `None` (with a note) where mounting is not allowed (not root).
+    fn small_tmpfs(size: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                println!("skipped: cannot mount a tmpfs ({why}); CI runs this as root");
+                None
+            }
+        }
+    }
+
+    /// A body whose hashed form is about `keys` × 90 bytes in a line.
+    fn body_of(keys: usize) -> Value {
+        (0..keys)
+            .map(|i| (format!("k{i}"), json!(SECRET)))
+            .collect()
+    }
+
+    fn response(log: &AuditLog, id: &str, body: Option<&Value>) -> ResponseEntry {
+        ResponseEntry {
+            request: entry(log, id, None).request,
+            client_token: Some(log.hashed(TOKEN)),
+            status: 200,
+            data: body.map(|b| log.hashed_value(b)),
+            ..ResponseEntry::default()
+        }
+    }
+
+    fn ids(path: &Path, kind: &str) -> Vec<String> {
+        lines(path)
+            .iter()
+            .filter(|v| v["type"] == kind)
+            .map(|v| v["request"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    // Issue 11 item 5, first half: on a nearly full disk a request line fitted into the last
+    // page of the file, its response line did not, and the client was told "refused" for a
+    // change that had been applied. Now requests are acknowledged only while the room for
+    // their response lines can be reserved: on a full disk they are refused (before anything
+    // is written), and every acknowledged one gets its response line. The old code
+    // acknowledged small request lines out of the page's slack, then failed their ~6 KiB
+    // response lines.
+    #[test]
+    fn audit_request_is_refused_before_acting_when_its_response_cannot_be_reserved() {
+        let Some(tmpfs) = small_tmpfs("256k") else {
+            return;
+        };
+        let path = tmpfs.dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        drop(log.log_request(&entry(&log, "before", None)).unwrap());
+        let filler = fill(tmpfs.dir.path());
+        // Requests in flight, each holding its slot, until one is refused.
+        let mut acked = Vec::new();
+        let mut refused = None;
+        for i in 0..50 {
+            match log.log_request(&entry(&log, &format!("r{i}"), None)) {
+                Ok(slot) => acked.push((format!("r{i}"), slot)),
+                Err(e) => {
+                    refused = Some((format!("r{i}"), e));
+                    break;
+                }
+            }
+        }
+        let (refused_id, err) = refused.expect("requests were acknowledged on a full disk");
+        assert!(
+            matches!(&err, AuditError::Reserve { reason } if reason.contains("No space left")),
+            "{err}"
+        );
+        assert!(!log.healthy());
+        assert!(log.last_error().unwrap().contains("cannot reserve space"));
+        // Every acknowledged request gets its response line (more than a page's slack).
+        let body = body_of(60);
+        for (id, slot) in acked.drain(..) {
+            log.log_response(&response(&log, &id, Some(&body)))
+                .unwrap_or_else(|e| panic!("response line of acknowledged {id}: {e}"));
+            drop(slot);
+        }
+        let requests = ids(&path, "request");
+        assert!(!requests.contains(&refused_id), "{requests:?}");
+        assert_eq!(ids(&path, "response"), requests[1..]);
+        std::fs::remove_file(filler).unwrap();
+        drop(log.log_request(&entry(&log, "after", None)).unwrap());
+        assert_eq!(ids(&path, "request").last().unwrap(), "after");
+    }
+
+    // Issue 11 item 5: an acknowledged request always gets its response line, even when the
+    // disk fills between the two. The old code failed this response line (larger than what
+    // is left of the file's last page) with ENOSPC after the change had been applied.
+    #[test]
+    fn audit_acknowledged_request_gets_its_response_line_on_a_full_disk() {
+        let Some(tmpfs) = small_tmpfs("256k") else {
+            return;
+        };
+        let path = tmpfs.dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        let slot = log.log_request(&entry(&log, "w", None)).unwrap();
+        fill(tmpfs.dir.path());
+        // About 6 KiB hashed: more than any page's slack, less than the 16 KiB reserve.
+        let body = body_of(60);
+        let line_len = response_line(&response(&log, "w", Some(&body)))
+            .unwrap()
+            .len();
+        assert!((4096..16 * 1024).contains(&line_len), "{line_len}");
+        log.log_response(&response(&log, "w", Some(&body))).unwrap();
+        drop(slot);
+        assert_eq!(ids(&path, "response"), ["w"]);
+    }
+
+    // Issue 11 item 5, the remaining window: a response line larger than the reserve left can
+    // still fail after its request was acted on. It fails cleanly (no fragment left), and the
+    // API layer then says "the change was applied" (tests/audit_faults.rs).
+    #[test]
+    fn audit_response_line_larger_than_the_reserve_fails_cleanly() {
+        let Some(tmpfs) = small_tmpfs("256k") else {
+            return;
+        };
+        let path = tmpfs.dir.path().join("audit.log");
+        let opts = AuditOptions {
+            reserve_per_request: 4096,
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::open(&path, key(), opts).unwrap();
+        let slot = log.log_request(&entry(&log, "big", None)).unwrap();
+        let filler = fill(tmpfs.dir.path());
+        // ~135 KiB hashed: more than the reserve (4 KiB + the 64 KiB step) holds.
+        let body = body_of(1500);
+        let err = log
+            .log_response(&response(&log, "big", Some(&body)))
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Write { reason } if reason.contains("No space left")),
+            "{err}"
+        );
+        drop(slot);
+        std::fs::remove_file(filler).unwrap();
+        drop(log.log_request(&entry(&log, "next", None)).unwrap());
+        // Every line is whole JSON: the fragment was cut off.
+        assert_eq!(ids(&path, "request"), ["big", "next"]);
+        assert!(ids(&path, "response").is_empty());
+    }
+
+    // Issue 11 item 5, second half: health turned green ~1.5 s after the failure while the
+    // disk was still 100 % full (the writer's probe fitted its gap line into the file's last
+    // page). Now health stays red while the reserve cannot be grown, and turns green only
+    // after a write succeeds once space is freed.
+    #[test]
+    fn audit_health_stays_red_while_the_disk_is_full_and_recovers_after_a_write() {
+        let Some(tmpfs) = small_tmpfs("256k") else {
+            return;
+        };
+        let path = tmpfs.dir.path().join("audit.log");
+        let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
+        drop(log.log_request(&entry(&log, "before", None)).unwrap());
+        let filler = fill(tmpfs.dir.path());
+        // Larger than what is left of the reserve (and than a page, so the old code failed it
+        // too and went red).
+        assert!(
+            log.log_request(&entry(&log, "full", Some(&body_of(1000))))
+                .is_err()
+        );
+        assert!(!log.healthy());
+        // Four seconds: four probes by the writer, and a request now and then.
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut checks = 0;
+        while Instant::now() < until {
+            assert!(
+                !log.healthy(),
+                "health turned green with the disk full after {checks} checks"
+            );
+            if checks % 5 == 0 {
+                assert!(log.log_request(&entry(&log, "still-full", None)).is_err());
+            }
+            checks += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!log.healthy());
+        std::fs::remove_file(filler).unwrap();
+        // No request needed: the writer's probe is a real write (the gap line).
+        assert!(wait_until(Duration::from_secs(10), || log.healthy()));
+        let gap: Vec<Value> = lines(&path)
+            .into_iter()
+            .filter(|v| v["type"] == "audit")
+            .collect();
+        assert_eq!(gap.len(), 1, "{gap:?}");
+        assert!(gap[0]["failed_entries"].as_u64().unwrap() >= 2, "{gap:?}");
+        assert_eq!(ids(&path, "request"), ["before"]);
     }
 
     /// Fails with ENOSPC while `fail` is set.
@@ -1603,8 +2048,8 @@ mod tests {
         let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
         let err = log.log_request(&entry(&log, "torn", None)).unwrap_err();
         assert!(matches!(&err, AuditError::Write { reason } if reason.contains("os error 5")));
-        log.log_request(&entry(&log, "next", None)).unwrap();
-        log.log_request(&entry(&log, "third", None)).unwrap();
+        drop(log.log_request(&entry(&log, "next", None)).unwrap());
+        drop(log.log_request(&entry(&log, "third", None)).unwrap());
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let l: Vec<&str> = text.lines().collect();
         // fragment, gap line, "next", "third": no glued or empty lines.
@@ -1705,7 +2150,7 @@ mod tests {
         // The mount comes back: no restart needed.
         open_gate(&gate);
         assert!(wait_until(Duration::from_secs(2), || log.healthy()));
-        log.log_request(&entry(&log, "after", None)).unwrap();
+        drop(log.log_request(&entry(&log, "after", None)).unwrap());
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let l: Vec<Value> = text
             .lines()
@@ -1737,7 +2182,7 @@ mod tests {
         assert!(first.join().unwrap().is_err());
         open_gate(&gate);
         assert!(wait_until(Duration::from_secs(2), || log.healthy()));
-        log.log_request(&entry(&log, "after", None)).unwrap();
+        drop(log.log_request(&entry(&log, "after", None)).unwrap());
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         assert!(text.contains("\"first\""));
         assert!(!text.contains("\"queued\""), "{text}");
@@ -1777,7 +2222,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path, key(), AuditOptions::default()).unwrap();
-        log.log_request_async(&entry(&log, "a", None))
+        let slot = log
+            .log_request_async(&entry(&log, "a", None))
             .await
             .unwrap();
         log.log_response_async(&ResponseEntry {
@@ -1787,6 +2233,7 @@ mod tests {
         })
         .await
         .unwrap();
+        drop(slot);
         assert_eq!(lines(&path).len(), 2);
 
         // A stuck sink: the one runtime thread keeps serving other tasks meanwhile.
@@ -1827,8 +2274,8 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..200 {
                         let body = json!({"thread": t, "i": i, "pad": "x".repeat(300)});
-                        log.log_request(&entry(&log, &format!("{t}-{i}"), Some(&body)))
-                            .unwrap();
+                        let e = entry(&log, &format!("{t}-{i}"), Some(&body));
+                        drop(log.log_request(&e).unwrap());
                     }
                 })
             })

@@ -191,7 +191,9 @@ pub fn prepare(
     let alerts = crate::alerts::Alerts::new(&config.alerts, stderr.clone())?;
     let events: SharedSink = Arc::new(crate::alerts::AlertingSink::new(stderr, alerts.clone()));
     let tls = ReloadableTls::new(config.tls.clone(), events.clone())?;
-    let store = open_storage(config)?;
+    // Every write below the barrier is recorded, so a storage fault shows in sys/health.
+    let (store, storage_health) = keep_store::Tracked::new(open_storage(config)?);
+    let store: Arc<dyn Store> = Arc::new(store);
     let status = seal::status(&store)?;
     let mut state = if status.initialized {
         let barrier = unseal(config, store.clone(), prompt)?;
@@ -215,6 +217,7 @@ pub fn prepare(
     };
     state.metrics = metrics_handle();
     state.alerts = alerts;
+    state.storage_health = Some(storage_health);
     state.audit_file = config.audit_file.clone();
     state
         .open_audit()

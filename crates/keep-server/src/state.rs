@@ -47,6 +47,9 @@ pub struct AppState {
     /// The listener's TLS material, whose CRLs (`crl_file` and the PKI mount's) every request's
     /// client certificate is checked against; `None` when the router runs without a listener.
     pub tls: Option<keep_tls::reload::ReloadableTls>,
+    /// Whether storage writes succeed (the raw backend under the barrier), for `sys/health`;
+    /// `None` when the store is not tracked (in-memory API tests).
+    pub storage_health: Option<Arc<keep_store::WriteHealth>>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             audit: RwLock::new(None),
             pki: None,
             tls: None,
+            storage_health: None,
         }
     }
 
@@ -95,6 +99,7 @@ impl AppState {
             audit: RwLock::new(None),
             pki: None,
             tls: None,
+            storage_health: None,
         }
     }
 

@@ -13,13 +13,14 @@ use std::process::Command;
 use serde::Deserialize;
 
 /// The metrics the rules must watch: the server's, `keep check expiry`'s textfile, and `up`.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 11] = [
     "keep_certificate_expiry_timestamp_seconds",
     "keep_certificate_not_before_timestamp_seconds",
     "keep_certificate_revoked",
     "keep_tls_handshake_failures_total",
     "keep_tls_connections_rejected_total",
     "keep_audit_healthy",
+    "keep_storage_healthy",
     "keep_pki_renewals_total",
     "keep_security_alerts_total",
     "keep_check_certificate_status",
@@ -27,7 +28,7 @@ const METRICS: [&str; 10] = [
 ];
 
 /// Every alert the rules must define.
-const ALERTS: [&str; 11] = [
+const ALERTS: [&str; 12] = [
     "KeepCertificateExpiringSoon",
     "KeepCertificateExpired",
     "KeepHandshakeFailureSpike",
@@ -35,6 +36,7 @@ const ALERTS: [&str; 11] = [
     "KeepConnectionCapReached",
     "KeepConnectionFloodFromOneSource",
     "KeepAuditSinkBroken",
+    "KeepStorageUnwritable",
     "KeepRenewalsFailing",
     "KeepSecurityAlert",
     "KeepDown",

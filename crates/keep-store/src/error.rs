@@ -47,6 +47,20 @@ pub enum StoreError {
         source: BoxError,
     },
 
+    /// A file or directory SQLite needs cannot be used by this process (wrong owner or mode,
+    /// a read-only mount, not a regular file). Found before SQLite touches it: SQLite itself
+    /// would open an unwritable database read-only without a word, fail every write on an
+    /// unwritable WAL, and crash the process with SIGBUS on an unwritable `-shm`.
+    #[error("{path}: {problem}; fix: {fix}")]
+    Access {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, with owner, mode and the uid keep runs as.
+        problem: String,
+        /// The command or change that fixes it.
+        fix: String,
+    },
+
     /// The database was written by a newer keep with a schema this build does not know.
     /// Refusing is safer than guessing: an older binary could drop what it does not
     /// understand.

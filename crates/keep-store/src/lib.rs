@@ -71,6 +71,7 @@
 
 pub mod barrier;
 pub mod error;
+pub mod health;
 pub mod mem;
 pub mod seal;
 pub mod sqlite;
@@ -82,6 +83,7 @@ use std::sync::Arc;
 
 pub use barrier::{Barrier, KeyStatus};
 pub use error::{BarrierError, StoreError};
+pub use health::{Tracked, WriteHealth};
 pub use mem::MemStore;
 pub use seal::{Argon2Params, RootKey, RootKeySource, SealConfig, SealStatus, SealType};
 pub use sqlite::SqliteStore;

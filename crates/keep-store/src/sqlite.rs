@@ -21,9 +21,27 @@
 //! `fsync` — the difference between a read costing microseconds and a read queueing behind a
 //! disk flush. Each reader sees every commit that finished before its read began, so a
 //! reader always sees the caller's own acknowledged writes.
+//!
+//! # Files SQLite needs, checked before it touches them
+//!
+//! Besides the database file SQLite uses `<db>-wal` (the write-ahead log) and `<db>-shm` (the
+//! WAL index, shared between connections through `mmap`), and creates and deletes both in the
+//! database's directory. It copes badly when one of them belongs to someone else (typically
+//! after `keep` once ran as root): an unwritable database is silently opened read-only, an
+//! unwritable WAL fails every write while reads go on, and an `-shm` it can only read is
+//! mapped read-only, so the first access past its end kills the process with SIGBUS — no
+//! error, no log line. [`check_access`] finds all of these first and names the path and the
+//! fix; [`SqliteStore::open`] runs it.
+//!
+//! The SIGBUS cannot be made impossible while the server runs: SQLite avoids the `-shm` file
+//! only with `PRAGMA locking_mode=EXCLUSIVE`, which would lock out the reader connections
+//! and any second process (`keep server init` next to a sealed server, backups). What remains
+//! is someone who can write to the directory truncating `-shm` under a running server, which
+//! is why the directory must belong to keep alone.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -90,6 +108,7 @@ impl SqliteStore {
     /// with [`StoreError::SchemaTooNew`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        check_access(path)?;
         let open_err = |source: BoxError| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -230,6 +249,157 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Checks that this process can use every file SQLite needs for the database at `path`: the
+/// directory (searchable and writable: SQLite creates and deletes `-wal` and `-shm` there),
+/// and the database, `-wal` and `-shm` files where they exist (regular files, readable and
+/// writable by the effective uid; ones that do not exist yet are created in the directory).
+///
+/// Fails with [`StoreError::Access`] naming the path, its owner and mode, the uid keep runs
+/// as, and the fix (`chown keep: /var/lib/keep/keep.db-shm`). Nothing is created or changed.
+/// Checked with `faccessat(AT_EACCESS)`, so read-only mounts and immutable files count too.
+pub fn check_access(path: &Path) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    let me = user_name(uid).map_or_else(|| format!("uid {uid}"), |n| format!("uid {uid} ({n})"));
+    let owner_arg = user_name(uid).unwrap_or_else(|| uid.to_string());
+    let err = |p: &Path, problem: String, fix: String| StoreError::Access {
+        path: p.to_path_buf(),
+        problem,
+        fix,
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(err(
+                dir,
+                format!(
+                    "the directory of the database {} does not exist",
+                    path.display()
+                ),
+                format!(
+                    "create it for the user keep runs as: `install -d -m 0700 -o {owner_arg} {}`",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(err(
+                dir,
+                format!(
+                    "the directory of the database {} cannot be examined: {e}",
+                    path.display()
+                ),
+                "check storage.sqlite.path and the permissions of its parent directories".into(),
+            ));
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(err(
+                dir,
+                format!("is not a directory (the database is {})", path.display()),
+                "point storage.sqlite.path at a file inside a directory".into(),
+            ));
+        }
+        Ok(m) => {
+            let needed = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+            if let Err(e) = usable(dir, needed) {
+                return Err(err(
+                    dir,
+                    format!(
+                        "the directory of the database {2} is not writable by {me}, which keep runs as (owner uid {0}, mode {1:04o}: {e}); SQLite creates {2}-wal and -shm there",
+                        m.uid(),
+                        m.mode() & 0o7777,
+                        path.display()
+                    ),
+                    fix_for(&e, dir, &owner_arg),
+                ));
+            }
+        }
+    }
+    for file in [
+        path.to_path_buf(),
+        suffixed(path, "-wal"),
+        suffixed(path, "-shm"),
+    ] {
+        let m = match std::fs::metadata(&file) {
+            Ok(m) => m,
+            // Created later (by us, or by SQLite in the directory just checked).
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(err(
+                    &file,
+                    format!("cannot be examined: {e}"),
+                    "check the permissions of the database's directory".into(),
+                ));
+            }
+        };
+        if !m.is_file() {
+            return Err(err(
+                &file,
+                "is not a regular file".into(),
+                format!(
+                    "move it away (SQLite needs {} to be a plain file)",
+                    file.display()
+                ),
+            ));
+        }
+        let needed = rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK;
+        if let Err(e) = usable(&file, needed) {
+            return Err(err(
+                &file,
+                format!(
+                    "is not readable and writable by {me}, which keep runs as (owner uid {}, mode {:04o}: {e})",
+                    m.uid(),
+                    m.mode() & 0o7777
+                ),
+                fix_for(&e, &file, &owner_arg),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`keep.db` → `keep.db-wal`), as SQLite
+/// names its companion files.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Whether the effective uid has `access` to `path` (permissions, read-only mounts,
+/// immutable files).
+fn usable(path: &Path, access: rustix::fs::Access) -> std::io::Result<()> {
+    rustix::fs::accessat(rustix::fs::CWD, path, access, rustix::fs::AtFlags::EACCESS)
+        .map_err(std::io::Error::from)
+}
+
+fn fix_for(e: &std::io::Error, path: &Path, owner: &str) -> String {
+    match e.raw_os_error() {
+        Some(30) => format!(
+            "the file system holding {} is mounted read-only; mount it read-write",
+            path.display()
+        ),
+        Some(1) => format!(
+            "{} is immutable; `chattr -i {}`",
+            path.display(),
+            path.display()
+        ),
+        _ => format!("`chown {owner}: {}`", path.display()),
+    }
+}
+
+/// The name of user `uid` from `/etc/passwd`, for a fix that can be pasted as it is.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid.to_string()).then(|| name.to_owned())
+    })
 }
 
 /// Per-connection settings. Pragmas are per connection, so every reader gets them too.
@@ -457,6 +627,35 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// The cases that do not depend on file modes (root ignores those; the unprivileged
+    /// cases run as a test user in the binary's `tests/storage_faults.rs`).
+    #[test]
+    fn access_check_names_the_path_and_the_fix_before_sqlite_opens_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("keep.db");
+        check_access(&db).unwrap();
+
+        let missing = dir.path().join("no/such/keep.db");
+        let e = check_access(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("does not exist") && e.contains("install -d"),
+            "{e}"
+        );
+
+        // A -shm that is not a file (SQLite would fail to map it): refused, nothing created.
+        std::fs::create_dir(dir.path().join("keep.db-shm")).unwrap();
+        let e = SqliteStore::open(&db).unwrap_err();
+        assert!(matches!(&e, StoreError::Access { path, .. } if path.ends_with("keep.db-shm")));
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(!db.exists(), "nothing was created");
+        std::fs::remove_dir(dir.path().join("keep.db-shm")).unwrap();
+
+        let under_file = db.join("x.db");
+        std::fs::write(&db, b"").unwrap();
+        let e = check_access(&under_file).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
 
     #[test]
     fn list_uses_the_primary_key_index() {

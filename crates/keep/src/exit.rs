@@ -53,6 +53,16 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
                 Some(e) if !matches!(e, keep_tls::server::TlsConfigError::Rustls { .. })
             )
     });
+    // A storage file or directory that keep's user cannot use is a deployment mistake with a
+    // `chown` fix, found before anything ran.
+    #[cfg(feature = "server")]
+    let usage_like = usage_like
+        || e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<keep_store::StoreError>(),
+                Some(keep_store::StoreError::Access { .. })
+            )
+        });
     if usage_like { USAGE } else { FAILURE }
 }
 

@@ -103,8 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             if let Some(pki) = &config.pki {
                 keep_server::pki::Pki::load(pki)?;
             }
+            // What SQLite will need (directory, database, -wal, -shm), as the user running
+            // this check: run it as the user the server runs as.
+            keep_store::sqlite::check_access(&config.sqlite_path)?;
             println!(
-                "ok: {} is valid and its TLS material (and PKI issuer, if any) loads",
+                "ok: {} is valid, its TLS material (and PKI issuer, if any) loads, and its storage files are usable by this user",
                 args.config.display()
             );
             Ok(0)

@@ -2,9 +2,12 @@
 //! every API request except health, seal-status and metrics (which must keep answering while
 //! the audit sink is broken — that is how operators learn it is broken).
 //!
-//! Fail closed: if the request line cannot be written, the handler never runs (500); if the
-//! response line cannot be written, the client gets a 500 instead of the result. Both are
-//! bounded by the audit log's write timeout, so a stuck sink never hangs a request.
+//! Fail closed: if the request line cannot be written (or the room for its response line cannot
+//! be reserved), the handler never runs: 500 "the request was refused", which is then the
+//! truth. If the response line cannot be written, the client gets a 500 instead of the result,
+//! and the message says what happened: for a successful change, "the change was applied; its
+//! audit response line could not be written" (see `audit.rs` for when that can still happen).
+//! Both are bounded by the audit log's write timeout, so a stuck sink never hangs a request.
 //!
 //! Handlers add what only they know (role, token accessor, policies, the authorization decision)
 //! through [`note`], via a task-local context scoped to the request.
@@ -72,6 +75,22 @@ fn refused(e: &crate::audit::AuditError) -> Response {
     .into_response()
 }
 
+/// The response line failed after the handler ran: say truthfully what happened.
+fn withheld(e: &crate::audit::AuditError, operation: &str, status: StatusCode) -> Response {
+    let msg = if matches!(operation, "read" | "list") {
+        "the audit log cannot be written; the result was withheld (nothing was changed)".to_owned()
+    } else if status.is_success() || status.is_redirection() {
+        "the change was applied; its audit response line could not be written".to_owned()
+    } else {
+        format!(
+            "the request failed with status {}; its audit response line could not be written",
+            status.as_u16()
+        )
+    };
+    tracing::error!(error = %e, %status, "audit response line failed; result withheld");
+    ApiError::client(StatusCode::INTERNAL_SERVER_ERROR, msg).into_response()
+}
+
 fn json_or_text(bytes: &[u8]) -> Option<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return None;
@@ -131,6 +150,7 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
                 error: Some(format!("request body larger than {limit} bytes")),
                 ..RequestEntry::default()
             };
+            // No response line follows; the slot is released on return.
             if let Err(e) = log.log_request_async(&entry).await {
                 return refused(&e);
             }
@@ -147,9 +167,11 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         data: json_or_text(&bytes).map(|v| log.hashed_value(&v)),
         ..RequestEntry::default()
     };
-    if let Err(e) = log.log_request_async(&entry).await {
-        return refused(&e);
-    }
+    // Held until the response line is written: the room reserved for it in the audit file.
+    let _slot = match log.log_request_async(&entry).await {
+        Ok(slot) => slot,
+        Err(e) => return refused(&e),
+    };
     let ctx = Arc::new(Mutex::new(AuditCtx {
         request_id: id,
         ..AuditCtx::default()
@@ -173,6 +195,7 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
     } else {
         None
     };
+    let operation = info.operation.clone();
     let resp_entry = ResponseEntry {
         request: info,
         client_token: token,
@@ -194,7 +217,7 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         error,
     };
     if let Err(e) = log.log_response_async(&resp_entry).await {
-        return refused(&e);
+        return withheld(&e, &operation, rparts.status);
     }
     Response::from_parts(rparts, Body::from(rbytes))
 }

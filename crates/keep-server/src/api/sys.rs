@@ -22,9 +22,27 @@ fn status_param(q: &HashMap<String, String>, name: &str, default: u16) -> Status
         .unwrap_or(StatusCode::from_u16(default).unwrap_or(StatusCode::OK))
 }
 
+/// Whether storage writes succeed, with the reason when they do not. While they fail, this
+/// retries (at most once a second) with a write as large as the one that failed, which leaves
+/// nothing behind, so health turns green as soon as the storage takes such writes again, even
+/// when red health has stopped all traffic.
+async fn storage_fault(state: &AppState) -> Option<String> {
+    let health = state.storage_health.clone()?;
+    if !health.healthy() && health.probe_due() {
+        let h = health.clone();
+        // The error, if any, is recorded in `health`; a panicked task leaves it red.
+        let _ = tokio::task::spawn_blocking(move || h.probe()).await;
+    }
+    health.last_error()
+}
+
 /// `GET /v1/sys/health`: 200 unsealed, 503 sealed, 501 uninitialized (overridable with
 /// `activecode`, `sealedcode`, `uninitcode` as in Vault). Needs no token, only the mTLS
 /// connection, so load balancers and monitors can use it.
+///
+/// Unsealed but unable to write its audit log (`auditcode`, default 503) or its storage
+/// (`storagecode`, default 503), the node is not serving: health says so, with the reason in
+/// `audit_error` / `storage_error`.
 pub async fn health(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -32,9 +50,12 @@ pub async fn health(
     let seal = state.seal_state();
     let audit = state.audit();
     let audit_broken = audit.as_ref().is_some_and(|a| !a.healthy());
+    let storage_error = storage_fault(&state).await;
     let code = match seal {
         // A broken audit sink means every request fails closed: the node is not serving.
         SealState::Unsealed if audit_broken => status_param(&q, "auditcode", 503),
+        // So does storage that cannot be written.
+        SealState::Unsealed if storage_error.is_some() => status_param(&q, "storagecode", 503),
         SealState::Unsealed => status_param(&q, "activecode", 200),
         SealState::Sealed => status_param(&q, "sealedcode", 503),
         SealState::Uninitialized => status_param(&q, "uninitcode", 501),
@@ -52,6 +73,8 @@ pub async fn health(
         "cluster_name": "keep",
         "audit_healthy": !audit_broken,
         "audit_error": audit.and_then(|a| a.last_error()),
+        "storage_healthy": storage_error.is_none(),
+        "storage_error": storage_error,
     });
     (code, axum::Json(body)).into_response()
 }
@@ -88,6 +111,9 @@ pub async fn seal(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<R
 /// Gauge: 1 while the audit log writes, 0 when it is broken (exported when audit is on).
 pub const AUDIT_HEALTHY: &str = "keep_audit_healthy";
 
+/// Gauge: 1 while storage writes succeed, 0 after one failed, until one succeeds again.
+pub const STORAGE_HEALTHY: &str = "keep_storage_healthy";
+
 /// `GET /v1/sys/metrics?format=prometheus`: Prometheus text (needs only the mTLS connection,
 /// like Vault's unauthenticated metrics access option).
 pub async fn metrics(
@@ -106,6 +132,11 @@ pub async fn metrics(
     // 0 means requests are failing closed.
     if let Some(audit) = state.audit() {
         metrics::gauge!(AUDIT_HEALTHY).set(if audit.healthy() { 1.0 } else { 0.0 });
+    }
+    // deploy/prometheus/keep-rules.yml: KeepStorageUnwritable.
+    if state.storage_health.is_some() {
+        let ok = storage_fault(&state).await.is_none();
+        metrics::gauge!(STORAGE_HEALTHY).set(if ok { 1.0 } else { 0.0 });
     }
     let mut text = state
         .metrics
