@@ -44,6 +44,8 @@ pub struct AppState {
     audit: RwLock<Option<crate::audit::AuditLog>>,
     /// The PKI mount (`pki:` in the config); `None` = the `pki/` routes answer 404.
     pub pki: Option<Arc<crate::pki::Pki>>,
+    /// Login rate limit, token tidy lease, metrics access (`auth:` and `telemetry:`).
+    pub auth: crate::auth::AuthState,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            auth: Default::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl AppState {
             audit_file: None,
             audit: RwLock::new(None),
             pki: None,
+            auth: Default::default(),
         }
     }
 
@@ -151,10 +155,7 @@ impl AppState {
 
     /// Whether the caller is a configured admin.
     pub fn is_admin(&self, peer: &PeerIdentity) -> bool {
-        self.admins.iter().any(|a| match a {
-            AdminIdentity::CommonName(cn) => peer.common_name.as_deref() == Some(cn.as_str()),
-            AdminIdentity::UriSan(uri) => peer.uri_sans.iter().any(|u| u == uri),
-        })
+        self.admins.iter().any(|a| a.matches(peer))
     }
 }
 

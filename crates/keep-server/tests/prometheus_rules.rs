@@ -13,7 +13,7 @@ use std::process::Command;
 use serde::Deserialize;
 
 /// The metrics the rules must watch: the server's, `keep check expiry`'s textfile, and `up`.
-const METRICS: [&str; 9] = [
+const METRICS: [&str; 10] = [
     "keep_certificate_expiry_timestamp_seconds",
     "keep_certificate_not_before_timestamp_seconds",
     "keep_certificate_revoked",
@@ -21,12 +21,13 @@ const METRICS: [&str; 9] = [
     "keep_audit_healthy",
     "keep_pki_renewals_total",
     "keep_security_alerts_total",
+    "keep_auth_logins_rate_limited_total",
     "keep_check_certificate_status",
     "up",
 ];
 
 /// Every alert the rules must define.
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 10] = [
     "KeepCertificateExpiringSoon",
     "KeepCertificateExpired",
     "KeepHandshakeFailureSpike",
@@ -34,6 +35,7 @@ const ALERTS: [&str; 9] = [
     "KeepAuditSinkBroken",
     "KeepRenewalsFailing",
     "KeepSecurityAlert",
+    "KeepLoginStorm",
     "KeepDown",
     "KeepHostCertificateCheck",
 ];
