@@ -829,6 +829,42 @@ mod tests {
     }
 
     #[test]
+    fn a_login_storm_alerts_at_its_start_only_and_once_per_interval() {
+        let r = rig(AlertsConfig::default());
+        let pki = keep_test_support::TestPki::new();
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> = pki
+            .issue(&keep_test_support::LeafSpec::agent("agent-loop"))
+            .chain_der
+            .into_iter()
+            .map(rustls_pki_types::CertificateDer::from)
+            .collect();
+        let peer = keep_tls::identity::from_verified_chain(&chain).unwrap();
+        let from = Some("10.0.0.9:4000".parse().unwrap());
+        assert!(r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        // The rest of the storm: counted, not alerted.
+        for _ in 0..50 {
+            assert!(!r.alerts.login_rate_limited(&peer, from, 5.0, 20, false));
+        }
+        // A new storm within repeat_interval is held back; after it, alerted again.
+        assert!(!r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        r.clock.advance(Duration::from_secs(60));
+        assert!(r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        let alerts = r.alerts();
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.alert, AlertKind::LoginStorm);
+        assert_eq!(a.severity, Severity::Warning);
+        assert_eq!(
+            a.fingerprint.as_deref(),
+            Some(peer.fingerprint_sha256.as_str())
+        );
+        assert_eq!(a.source_ip, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(a.threshold, Some(20));
+        assert!(a.summary.contains("auth.login_rate"), "{}", a.summary);
+        assert_eq!(alerts[1].count, Some(2), "the held-back storm is counted");
+    }
+
+    #[test]
     fn alerting_sink_forwards_every_event_and_feeds_the_detectors() {
         let inner = Arc::new(MemorySink::new());
         let alerts = Alerts::new(&spike(60, 1), inner.clone()).unwrap();
