@@ -69,6 +69,31 @@ struct RawConfig {
     admins: Vec<RawAdmin>,
     audit: Option<RawAudit>,
     pki: Option<RawPki>,
+    auth: Option<RawAuth>,
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    login_rate: Option<RawLoginRate>,
+    token_tidy_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoginRate {
+    per_second: Option<Spanned<f64>>,
+    burst: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    unauthenticated_metrics_access: bool,
+    #[serde(default)]
+    metrics_scrapers: Vec<RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +262,34 @@ pub enum AdminIdentity {
     UriSan(String),
 }
 
+impl AdminIdentity {
+    /// Whether the verified client identity `peer` is this one.
+    pub fn matches(&self, peer: &keep_tls::identity::PeerIdentity) -> bool {
+        match self {
+            AdminIdentity::CommonName(cn) => peer.common_name.as_deref() == Some(cn.as_str()),
+            AdminIdentity::UriSan(uri) => peer.uri_sans.iter().any(|u| u == uri),
+        }
+    }
+}
+
+/// The `auth:` section: limits on logins and tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthConfig {
+    /// `auth.login_rate`: per client certificate (default 5/s, burst 20).
+    pub login_rate: crate::auth::login_rate::LoginRate,
+    /// `auth.token_tidy_interval`: how often expired tokens are removed (default 10m).
+    pub token_tidy_interval: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            login_rate: Default::default(),
+            token_tidy_interval: crate::auth::tidy::DEFAULT_TIDY_INTERVAL,
+        }
+    }
+}
+
 /// The PKI mount (`pki:`): the intermediate CA the server issues with. The root key is never
 /// needed. Loaded and checked (a CA; the key matches) by [`crate::pki::Pki::load`] at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +331,10 @@ pub struct ServerConfig {
     pub audit_file: Option<PathBuf>,
     /// The PKI mount; `None` = no `pki/` routes.
     pub pki: Option<PkiConfig>,
+    /// The `auth:` section (login rate limit, token tidy interval).
+    pub auth: AuthConfig,
+    /// Who may scrape `/v1/sys/metrics` besides admins and policy holders (`telemetry:`).
+    pub metrics_access: crate::auth::MetricsAccess,
     /// `listener.tls.auto_renew`: the server renews its serving certificate with its own PKI
     /// issuer at 2/3 of its lifetime (needs `pki:`).
     pub tls_auto_renew: bool,
@@ -572,22 +629,81 @@ impl ServerConfig {
 
         let alerts = crate::alerts::config::validate(raw.alerts, path, &resolve)?;
 
-        let mut admins = Vec::new();
-        for (i, a) in raw.admins.into_iter().enumerate() {
-            match (a.common_name, a.uri_san) {
-                (Some(cn), None) if !cn.trim().is_empty() => {
-                    admins.push(AdminIdentity::CommonName(cn))
-                }
-                (None, Some(uri)) if uri.contains("://") => admins.push(AdminIdentity::UriSan(uri)),
-                _ => {
-                    return Err(field_err(
-                        0,
-                        &format!("admins[{i}]"),
-                        "give exactly one of common_name or uri_san (a URI such as spiffe://claw.internal/operator)".into(),
-                    ));
+        let identities = |list: Vec<RawAdmin>, field: &str| {
+            let mut out = Vec::new();
+            for (i, a) in list.into_iter().enumerate() {
+                match (a.common_name, a.uri_san) {
+                    (Some(cn), None) if !cn.trim().is_empty() => {
+                        out.push(AdminIdentity::CommonName(cn))
+                    }
+                    (None, Some(uri)) if uri.contains("://") => {
+                        out.push(AdminIdentity::UriSan(uri))
+                    }
+                    _ => {
+                        return Err(field_err(
+                            0,
+                            &format!("{field}[{i}]"),
+                            "give exactly one of common_name or uri_san (a URI such as spiffe://claw.internal/operator)".into(),
+                        ));
+                    }
                 }
             }
+            Ok(out)
+        };
+        let admins = identities(raw.admins, "admins")?;
+
+        let mut auth = AuthConfig::default();
+        if let Some(a) = raw.auth {
+            if let Some(r) = a.login_rate {
+                if let Some(v) = r.per_second {
+                    if !(v.value.is_finite() && v.value > 0.0) {
+                        return Err(field_err(
+                            v.defined.line(),
+                            "auth.login_rate.per_second",
+                            format!(
+                                "{} is not a positive number of logins per second; write e.g. 5 (or 0.1 for one every 10 s)",
+                                v.value
+                            ),
+                        ));
+                    }
+                    auth.login_rate.per_second = v.value;
+                }
+                if let Some(v) = r.burst {
+                    auth.login_rate.burst = u32::try_from(v.value)
+                        .ok()
+                        .filter(|b| *b >= 1)
+                        .ok_or_else(|| {
+                            field_err(
+                                v.defined.line(),
+                                "auth.login_rate.burst",
+                                format!(
+                                    "{} is not a burst between 1 and 4294967295; write e.g. 20",
+                                    v.value
+                                ),
+                            )
+                        })?;
+                }
+            }
+            if let Some(v) = &a.token_tidy_interval {
+                let d = parse_duration(v, "auth.token_tidy_interval", path)?;
+                if d < Duration::from_secs(1) {
+                    return Err(field_err(
+                        v.defined.line(),
+                        "auth.token_tidy_interval",
+                        format!("{:?} is too short; write at least 1s (e.g. 10m)", v.value),
+                    ));
+                }
+                auth.token_tidy_interval = d;
+            }
         }
+
+        let metrics_access = match raw.telemetry {
+            None => crate::auth::MetricsAccess::default(),
+            Some(t) => crate::auth::MetricsAccess {
+                unauthenticated: t.unauthenticated_metrics_access,
+                scrapers: identities(t.metrics_scrapers, "telemetry.metrics_scrapers")?,
+            },
+        };
 
         let pki = match raw.pki {
             None => None,
@@ -640,6 +756,8 @@ impl ServerConfig {
             admins,
             audit_file: raw.audit.map(|a| resolve(&a.file)),
             pki,
+            auth,
+            metrics_access,
             tls_auto_renew: tls.auto_renew,
         })
     }
@@ -792,6 +910,62 @@ admins:
                 e.contains(want) && e.contains("line "),
                 "want {want:?} in: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn auth_and_telemetry_sections_load_with_defaults_and_name_bad_fields() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.auth, AuthConfig::default());
+        assert_eq!(c.auth.login_rate.burst, 20);
+        assert_eq!(c.auth.token_tidy_interval, Duration::from_secs(600));
+        assert_eq!(c.metrics_access, crate::auth::MetricsAccess::default());
+        let c = load(&format!(
+            "{GOOD}auth:\n  login_rate: {{ per_second: 0.5, burst: 3 }}\n  token_tidy_interval: 30s\ntelemetry:\n  metrics_scrapers:\n    - common_name: prometheus\n    - uri_san: spiffe://claw.internal/prometheus\n"
+        ))
+        .unwrap();
+        assert_eq!(c.auth.login_rate.per_second, 0.5);
+        assert_eq!(c.auth.login_rate.burst, 3);
+        assert_eq!(c.auth.token_tidy_interval, Duration::from_secs(30));
+        assert!(!c.metrics_access.unauthenticated);
+        assert_eq!(
+            c.metrics_access.scrapers,
+            vec![
+                AdminIdentity::CommonName("prometheus".into()),
+                AdminIdentity::UriSan("spiffe://claw.internal/prometheus".into())
+            ]
+        );
+        let c = load(&format!(
+            "{GOOD}telemetry:\n  unauthenticated_metrics_access: true\n"
+        ))
+        .unwrap();
+        assert!(c.metrics_access.unauthenticated);
+        for (text, want) in [
+            (
+                "auth:\n  login_rate: { per_second: 0 }\n",
+                "auth.login_rate.per_second",
+            ),
+            (
+                "auth:\n  login_rate: { per_second: -1 }\n",
+                "auth.login_rate.per_second",
+            ),
+            (
+                "auth:\n  login_rate: { burst: 0 }\n",
+                "auth.login_rate.burst",
+            ),
+            (
+                "auth:\n  token_tidy_interval: often\n",
+                "auth.token_tidy_interval",
+            ),
+            ("auth:\n  token_tidy_interval: 10ms\n", "too short"),
+            ("auth:\n  login_rates: {}\n", "login_rates"),
+            (
+                "telemetry:\n  metrics_scrapers:\n    - {}\n",
+                "telemetry.metrics_scrapers[0]",
+            ),
+        ] {
+            let e = load(&format!("{GOOD}{text}")).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in: {e}");
         }
     }
 

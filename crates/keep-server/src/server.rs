@@ -164,6 +164,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             crate::alerts::describe_metrics();
             crate::pki::metrics::describe();
             crate::api::limits::describe_metrics();
+            crate::auth::tidy::describe_metrics();
             handle
         })
         .clone()
@@ -218,6 +219,8 @@ pub fn prepare(
     state.metrics = metrics_handle();
     state.alerts = alerts;
     state.storage_health = Some(storage_health);
+    state.auth.login_limiter = crate::auth::login_rate::LoginLimiter::new(config.auth.login_rate);
+    state.auth.metrics = config.metrics_access.clone();
     state.audit_file = config.audit_file.clone();
     state
         .open_audit()
@@ -288,7 +291,12 @@ pub async fn serve(
     if state.seal_state() == crate::state::SealState::Uninitialized {
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }
+    let tidy_task = tokio::spawn(crate::auth::tidy::run_background(
+        state.clone(),
+        config.auth.token_tidy_interval,
+    ));
     run_listener(config, listener, tls, events, shutdown, state).await;
+    tidy_task.abort();
     if let Some(task) = pki_task {
         task.abort();
     }

@@ -50,6 +50,8 @@ pub struct AppState {
     /// Whether storage writes succeed (the raw backend under the barrier), for `sys/health`;
     /// `None` when the store is not tracked (in-memory API tests).
     pub storage_health: Option<Arc<keep_store::WriteHealth>>,
+    /// Login rate limit, token tidy lease, metrics access (`auth:` and `telemetry:`).
+    pub auth: crate::auth::AuthState,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             pki: None,
             tls: None,
             storage_health: None,
+            auth: Default::default(),
         }
     }
 
@@ -100,6 +103,7 @@ impl AppState {
             pki: None,
             tls: None,
             storage_health: None,
+            auth: Default::default(),
         }
     }
 
@@ -161,10 +165,7 @@ impl AppState {
 
     /// Whether the caller is a configured admin.
     pub fn is_admin(&self, peer: &PeerIdentity) -> bool {
-        self.admins.iter().any(|a| match a {
-            AdminIdentity::CommonName(cn) => peer.common_name.as_deref() == Some(cn.as_str()),
-            AdminIdentity::UriSan(uri) => peer.uri_sans.iter().any(|u| u == uri),
-        })
+        self.admins.iter().any(|a| a.matches(peer))
     }
 }
 

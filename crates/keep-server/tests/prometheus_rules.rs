@@ -13,7 +13,7 @@ use std::process::Command;
 use serde::Deserialize;
 
 /// The metrics the rules must watch: the server's, `keep check expiry`'s textfile, and `up`.
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 12] = [
     "keep_certificate_expiry_timestamp_seconds",
     "keep_certificate_not_before_timestamp_seconds",
     "keep_certificate_revoked",
@@ -23,12 +23,13 @@ const METRICS: [&str; 11] = [
     "keep_storage_healthy",
     "keep_pki_renewals_total",
     "keep_security_alerts_total",
+    "keep_auth_logins_rate_limited_total",
     "keep_check_certificate_status",
     "up",
 ];
 
 /// Every alert the rules must define.
-const ALERTS: [&str; 12] = [
+const ALERTS: [&str; 13] = [
     "KeepCertificateExpiringSoon",
     "KeepCertificateExpired",
     "KeepHandshakeFailureSpike",
@@ -39,6 +40,7 @@ const ALERTS: [&str; 12] = [
     "KeepStorageUnwritable",
     "KeepRenewalsFailing",
     "KeepSecurityAlert",
+    "KeepLoginStorm",
     "KeepDown",
     "KeepHostCertificateCheck",
 ];

@@ -104,15 +104,18 @@ pub enum AlertKind {
     ExpiredOrRevokedCert,
     /// A certificate renewal was refused or failed.
     RenewalFailures,
+    /// One client certificate logged in faster than the login rate limit allows.
+    LoginStorm,
 }
 
 impl AlertKind {
     /// Every kind, for pre-registering metric series and for tests.
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::HandshakeFailureSpike,
         AlertKind::UnexpectedSourceAddress,
         AlertKind::ExpiredOrRevokedCert,
         AlertKind::RenewalFailures,
+        AlertKind::LoginStorm,
     ];
 
     /// The label value (`handshake_failure_spike`, …).
@@ -122,6 +125,7 @@ impl AlertKind {
             AlertKind::UnexpectedSourceAddress => "unexpected_source_address",
             AlertKind::ExpiredOrRevokedCert => "expired_or_revoked_cert",
             AlertKind::RenewalFailures => "renewal_failures",
+            AlertKind::LoginStorm => "login_storm",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `expired_or_revoked_cert` | a handshake fails with reason `expired` or `revoked` | critical for revoked, warning for expired | once per certificate per `repeat_interval` |
 //! | `unexpected_source_address` | a login, token use or tokenless request comes from outside the role's `token_bound_cidrs`, or from another address than the one the certificate is pinned to (`pin_first_seen_address`) | critical | once per certificate and address per `repeat_interval` |
 //! | `renewal_failures` | [`Alerts::renewal_failed`] is called by the PKI renewal endpoint | warning | once per serial per `repeat_interval` |
+//! | `login_storm` | a certificate's logins go over `auth.login_rate` and are refused with 429 ([`Alerts::login_rate_limited`]) | warning | once per storm (until the certificate has been idle long enough to refill its burst), and once per certificate per `repeat_interval` |
 //!
 //! Each alert is a [`SecurityEvent`] (`"event":"security_alert"`) written to the server's event
 //! sink (standard error, JSON lines), an increment of `keep_security_alerts_total{kind}`, and,
@@ -48,6 +49,8 @@ pub const ALERTS_TOTAL: &str = "keep_security_alerts_total";
 pub const WEBHOOK_DROPPED: &str = "keep_security_alert_webhook_dropped_total";
 /// Alerts whose webhook delivery failed after every retry.
 pub const WEBHOOK_FAILED: &str = "keep_security_alert_webhook_failed_total";
+/// Logins refused with 429 by the per-certificate login rate limit.
+pub const LOGINS_RATE_LIMITED: &str = "keep_auth_logins_rate_limited_total";
 
 /// How many certificates the per-certificate rate limits track at once (see
 /// [`RateLimiter`] for what happens beyond).
@@ -72,8 +75,13 @@ pub fn describe_metrics() {
     for kind in AlertKind::ALL {
         counter!(ALERTS_TOTAL, "kind" => kind.as_str()).increment(0);
     }
+    describe_counter!(
+        LOGINS_RATE_LIMITED,
+        "Logins refused with 429 because one client certificate went over auth.login_rate"
+    );
     counter!(WEBHOOK_DROPPED).increment(0);
     counter!(WEBHOOK_FAILED).increment(0);
+    counter!(LOGINS_RATE_LIMITED).increment(0);
 }
 
 /// Why the alerts cannot be set up (at start; the message names the field).
@@ -396,6 +404,48 @@ impl Alerts {
         a.source_ip = peer.map(|p| p.ip());
         a.subject = Some(subject.to_owned());
         a.serial = Some(serial.to_owned());
+        self.raise(a);
+        true
+    }
+
+    /// A login by `peer` was refused with 429 by the login rate limit (`per_second`, `burst`:
+    /// `auth.login_rate`). Counts every refusal; raises `login_storm` when `storm_started`
+    /// (the limiter says so once per storm), at most once per certificate per
+    /// `repeat_interval`. Returns whether an alert went out.
+    pub fn login_rate_limited(
+        &self,
+        peer: &PeerIdentity,
+        from: Option<SocketAddr>,
+        per_second: f64,
+        burst: u32,
+        storm_started: bool,
+    ) -> bool {
+        counter!(LOGINS_RATE_LIMITED).increment(1);
+        if !storm_started {
+            return false;
+        }
+        let Some(count) = self.allow(
+            AlertKind::LoginStorm,
+            peer.fingerprint_sha256.clone(),
+            self.inner.clock.now(),
+        ) else {
+            return false;
+        };
+        let summary = format!(
+            "certificate {} (serial {}) logged in more than {burst} times at once from {}, over auth.login_rate ({per_second}/s, burst {burst}); its logins are refused with 429 until it slows down{}. An agent that logs in for every request instead of reusing its token, or a copied key in a loop: find the client (keep_auth_logins_rate_limited_total counts the refusals); if it is not yours, revoke the certificate",
+            peer.subject,
+            peer.serial,
+            display_ip(from.map(|a| a.ip())),
+            repeats(count),
+        );
+        let mut a = Alert::new(AlertKind::LoginStorm, Severity::Warning, summary);
+        a.count = Some(count);
+        a.peer = from;
+        a.source_ip = from.map(|p| p.ip());
+        a.subject = Some(peer.subject.clone());
+        a.serial = Some(peer.serial.clone());
+        a.fingerprint = Some(peer.fingerprint_sha256.clone());
+        a.threshold = Some(u64::from(burst));
         self.raise(a);
         true
     }
@@ -776,6 +826,42 @@ mod tests {
         assert_eq!(v["event"], "security_alert");
         assert_eq!(v["alert"], "renewal_failures");
         assert_eq!(v["source_ip"], "10.0.0.9");
+    }
+
+    #[test]
+    fn a_login_storm_alerts_at_its_start_only_and_once_per_interval() {
+        let r = rig(AlertsConfig::default());
+        let pki = keep_test_support::TestPki::new();
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> = pki
+            .issue(&keep_test_support::LeafSpec::agent("agent-loop"))
+            .chain_der
+            .into_iter()
+            .map(rustls_pki_types::CertificateDer::from)
+            .collect();
+        let peer = keep_tls::identity::from_verified_chain(&chain).unwrap();
+        let from = Some("10.0.0.9:4000".parse().unwrap());
+        assert!(r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        // The rest of the storm: counted, not alerted.
+        for _ in 0..50 {
+            assert!(!r.alerts.login_rate_limited(&peer, from, 5.0, 20, false));
+        }
+        // A new storm within repeat_interval is held back; after it, alerted again.
+        assert!(!r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        r.clock.advance(Duration::from_secs(60));
+        assert!(r.alerts.login_rate_limited(&peer, from, 5.0, 20, true));
+        let alerts = r.alerts();
+        assert_eq!(alerts.len(), 2, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.alert, AlertKind::LoginStorm);
+        assert_eq!(a.severity, Severity::Warning);
+        assert_eq!(
+            a.fingerprint.as_deref(),
+            Some(peer.fingerprint_sha256.as_str())
+        );
+        assert_eq!(a.source_ip, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(a.threshold, Some(20));
+        assert!(a.summary.contains("auth.login_rate"), "{}", a.summary);
+        assert_eq!(alerts[1].count, Some(2), "the held-back storm is counted");
     }
 
     #[test]

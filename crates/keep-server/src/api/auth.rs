@@ -176,6 +176,9 @@ pub async fn login(
     })?;
     crate::api::refuse_revoked(&state, &peer)?;
     let from = addr.as_ref().map(|a| a.0.0);
+    if let Some(refused) = rate_limited(&state, &peer, from) {
+        return Ok(refused);
+    }
     let ip = addr.map(|a| a.0.0.ip());
     let store = state.store().ok_or_else(ApiError::sealed)?;
     let st = state.clone();
@@ -273,6 +276,44 @@ pub async fn login(
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
+/// The login rate limit (`auth.login_rate`), per client certificate: `None` to go on, or the
+/// 429 to answer, in Vault's shape for a rate limit quota (`Retry-After` included).
+fn rate_limited(
+    state: &AppState,
+    peer: &keep_tls::identity::PeerIdentity,
+    from: Option<std::net::SocketAddr>,
+) -> Option<Response> {
+    use crate::auth::login_rate::{Verdict, retry_after_secs};
+    let limiter = &state.auth.login_limiter;
+    let Verdict::Limited {
+        retry_after,
+        storm_started,
+    } = limiter.check(&peer.fingerprint_sha256, std::time::Instant::now())
+    else {
+        return None;
+    };
+    let rate = limiter.rate();
+    state
+        .alerts
+        .login_rate_limited(peer, from, rate.per_second, rate.burst, storm_started);
+    if storm_started {
+        tracing::warn!(target: "keep::auth", cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, "cert logins over auth.login_rate: refusing with 429");
+    }
+    crate::api::audit_layer::note(|c| {
+        c.decision = Some((false, "cert login refused: over auth.login_rate".into()))
+    });
+    let mut resp = ApiError::client(
+        StatusCode::TOO_MANY_REQUESTS,
+        "request path \"auth/cert/login\": rate limit quota exceeded",
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after_secs(retry_after)),
+    );
+    Some(resp)
+}
+
 fn lookup_json(token: Option<&str>, e: &TokenEntry, now: i64) -> Value {
     json!({
         "accessor": e.accessor,
@@ -295,7 +336,8 @@ fn lookup_json(token: Option<&str>, e: &TokenEntry, now: i64) -> Value {
     })
 }
 
-/// `auth/token/{lookup-self, renew-self, revoke-self, lookup, lookup-accessor, revoke-accessor}`.
+/// `auth/token/{lookup-self, renew-self, revoke-self, lookup, lookup-accessor, revoke-accessor,
+/// tidy}`.
 pub async fn token_op(
     State(state): State<Arc<AppState>>,
     Who(p): Who,
@@ -407,9 +449,65 @@ pub async fn token_op(
             let e = e.ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
             Ok(ok(lookup_json(None, &e, t)))
         }
+        ("tidy", "POST" | "PUT") => {
+            require(&state, &p, &path, Operation::Update).await?;
+            require_sudo(&state, &p, &path).await?;
+            let Some(lease) = state.auth.tidy_lease.try_acquire() else {
+                return Ok(accepted_with_warning(
+                    StatusCode::OK,
+                    "Tidy operation already in progress.",
+                ));
+            };
+            tracing::info!(target: "keep::auth", "token tidy started by a request");
+            tokio::spawn(crate::auth::tidy::sweep(store, lease));
+            Ok(accepted_with_warning(
+                StatusCode::ACCEPTED,
+                "Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.",
+            ))
+        }
         (_, _) => Err(ApiError::client(
             StatusCode::NOT_FOUND,
             format!("no handler for route \"{path}\""),
         )),
     }
+}
+
+/// Vault's `auth/token/tidy` is a sudo path: besides `update`, a policy must grant `sudo` on it
+/// (admins pass).
+async fn require_sudo(state: &Arc<AppState>, p: &Principal, path: &str) -> Result<(), ApiError> {
+    let (policies, peer) = match p {
+        Principal::Admin => return Ok(()),
+        Principal::Anonymous => return Err(ApiError::permission_denied()),
+        Principal::Token { entry, peer, .. } => (entry.policies.clone(), peer.clone()),
+        Principal::Tokenless { policies, peer, .. } => (policies.clone(), peer.clone()),
+    };
+    let store = state.store().ok_or_else(ApiError::sealed)?;
+    let decision = state
+        .policies
+        .evaluate(
+            &*store,
+            &policies,
+            &peer,
+            path,
+            keep_policy::Capability::Sudo,
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match decision {
+        keep_policy::Decision::Allow { .. } => Ok(()),
+        keep_policy::Decision::Deny { reason } => {
+            crate::api::audit_layer::note(|c| {
+                c.decision = Some((false, format!("{reason} (sudo)")))
+            });
+            Err(ApiError::permission_denied())
+        }
+    }
+}
+
+/// Vault's answer to a started background operation: no data, one warning.
+fn accepted_with_warning(status: StatusCode, warning: &str) -> Response {
+    let body = json!({
+        "request_id": request_id(), "lease_id": "", "renewable": false, "lease_duration": 0,
+        "data": null, "wrap_info": null, "warnings": [warning], "auth": null,
+    });
+    (status, axum::Json(body)).into_response()
 }

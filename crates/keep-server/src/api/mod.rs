@@ -367,14 +367,17 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(auth::login)
                 .fallback(method_not_allowed),
         )
-        .route("/v1/auth/cert/certs", any(auth::list_roles))
-        .route("/v1/auth/cert/certs/", any(auth::list_roles))
+        .route("/v1/auth/cert/certs", list_route(auth::list_roles))
+        .route("/v1/auth/cert/certs/", list_route(auth::list_roles))
         .route("/v1/auth/cert/certs/{name}", any(auth::role))
         .route("/v1/auth/token/{op}", any(auth::token_op))
-        .route("/v1/sys/policies/acl", any(policy::list))
-        .route("/v1/sys/policies/acl/", any(policy::list))
+        .route("/v1/sys/policies/acl", list_route(policy::list))
+        .route("/v1/sys/policies/acl/", list_route(policy::list))
         .route("/v1/sys/policies/acl/{name}", any(policy::acl))
-        .route("/v1/sys/policy", any(policy::list_legacy))
+        .route(
+            "/v1/sys/policy",
+            any(policy::list_legacy).layer(middleware::from_fn(list_or_get_only)),
+        )
         .route("/v1/sys/policy/{name}", any(policy::legacy))
         .route("/v1/pki/{*rest}", any(pki::handle))
         .fallback(not_found)
@@ -388,6 +391,43 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn(guard_path))
         .with_state(state)
+}
+
+/// Whether a request is a Vault list: method `LIST`, or `GET` with `?list=true` (or `1`).
+pub fn is_list_request(method: &axum::http::Method, uri: &axum::http::Uri) -> bool {
+    method.as_str() == "LIST"
+        || (method == axum::http::Method::GET
+            && uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| matches!(kv, "list=true" | "list=1"))))
+}
+
+/// A route that only lists. axum's method filters know no `LIST`, so the route takes any method
+/// and this layer lets through only list requests ([`is_list_request`]); every other method,
+/// `OPTIONS`, `TRACE` and `PROPFIND` included, gets the 405 the other routes answer.
+fn list_route<H, T>(handler: H) -> axum::routing::MethodRouter<Arc<AppState>>
+where
+    H: axum::handler::Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    any(handler).layer(middleware::from_fn(list_only))
+}
+
+async fn list_only(req: Request, next: Next) -> Response {
+    if is_list_request(req.method(), req.uri()) {
+        next.run(req).await
+    } else {
+        method_not_allowed().await.into_response()
+    }
+}
+
+/// The older `sys/policy` lists on a plain `GET` as well as on a list request.
+async fn list_or_get_only(req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET || is_list_request(req.method(), req.uri()) {
+        next.run(req).await
+    } else {
+        method_not_allowed().await.into_response()
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -114,12 +114,30 @@ pub const AUDIT_HEALTHY: &str = "keep_audit_healthy";
 /// Gauge: 1 while storage writes succeed, 0 after one failed, until one succeeds again.
 pub const STORAGE_HEALTHY: &str = "keep_storage_healthy";
 
-/// `GET /v1/sys/metrics?format=prometheus`: Prometheus text (needs only the mTLS connection,
-/// like Vault's unauthenticated metrics access option).
+/// `GET /v1/sys/metrics?format=prometheus`: Prometheus text.
+///
+/// Gated as Vault gates it: admins, and tokens or tokenless roles whose policy grants `read` on
+/// `sys/metrics`; besides them only the certificates listed in `telemetry.metrics_scrapers`,
+/// or any client certificate with `telemetry.unauthenticated_metrics_access: true`. The series
+/// name every issued certificate, so a certificate that merely passes the handshake gets 403.
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
+    caller: Option<axum::Extension<crate::state::Caller>>,
+    addr: Option<axum::Extension<crate::state::PeerAddr>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
+    let caller = caller.map(|c| c.0);
+    let scraper = caller
+        .as_ref()
+        .is_some_and(|c| state.auth.metrics.allows_without_policy(&c.0));
+    if let Some(c) = caller.as_ref().filter(|_| scraper) {
+        crate::api::refuse_revoked(&state, &c.0)?;
+    } else {
+        let addr = addr.map(|a| a.0.0);
+        let who = crate::api::principal(&state, caller.as_ref(), addr.as_ref(), &headers).await?;
+        require(&state, &who, "sys/metrics", Operation::Read).await?;
+    }
     match q.get("format").map(String::as_str) {
         Some("prometheus") | None => {}
         Some(other) => {

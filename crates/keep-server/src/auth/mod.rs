@@ -4,7 +4,9 @@
 //! ([`PeerIdentity`]); a token is honoured only on a connection presenting the same
 //! certificate it was issued to.
 
+pub mod login_rate;
 pub mod role;
+pub mod tidy;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,50 @@ use keep_tls::identity::PeerIdentity;
 use crate::auth::role::{CompiledRole, Mismatch, Role};
 
 const ROLE_PREFIX: &str = "auth/cert/roles/";
+
+/// The auth side of the server's state: the login rate limit, the token tidy job's lease and
+/// who may scrape `/v1/sys/metrics`. `Default` is what an in-memory test state gets: the
+/// default rate, a local lease, and metrics for admins and policies only.
+pub struct AuthState {
+    /// Per-certificate login rate limit (`auth.login_rate`).
+    pub login_limiter: login_rate::LoginLimiter,
+    /// One token tidy pass at a time (see [`tidy`]).
+    pub tidy_lease: Arc<dyn tidy::TidyLease>,
+    /// Who may read `/v1/sys/metrics` without a policy (`telemetry`).
+    pub metrics: MetricsAccess,
+}
+
+impl Default for AuthState {
+    fn default() -> Self {
+        AuthState {
+            login_limiter: Default::default(),
+            tidy_lease: Arc::new(tidy::LocalLease::default()),
+            metrics: Default::default(),
+        }
+    }
+}
+
+/// Who may read `/v1/sys/metrics` besides admins and holders of a policy granting `read` on
+/// `sys/metrics` (the way Vault gates it).
+///
+/// The metrics name every issued certificate (subject, serial, role), so by default a
+/// certificate that merely passes the TLS handshake reads nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsAccess {
+    /// `telemetry.unauthenticated_metrics_access`, Vault's option: any client certificate the
+    /// listener accepts may scrape (the mTLS handshake is still required).
+    pub unauthenticated: bool,
+    /// `telemetry.metrics_scrapers`: certificate identities that may scrape without a token,
+    /// matched like `admins` (exact common name or URI SAN).
+    pub scrapers: Vec<crate::config::AdminIdentity>,
+}
+
+impl MetricsAccess {
+    /// Whether `peer` may scrape without a token or policy.
+    pub fn allows_without_policy(&self, peer: &PeerIdentity) -> bool {
+        self.unauthenticated || self.scrapers.iter().any(|s| s.matches(peer))
+    }
+}
 
 /// Compiled roles by name.
 pub type RoleMap = BTreeMap<String, Arc<CompiledRole>>;

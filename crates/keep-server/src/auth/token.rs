@@ -7,6 +7,10 @@
 //! | `auth/token/accessor/<sha256(accessor)>` | sha256(token), for lookup/revoke by accessor |
 //!
 //! Key names are not encrypted by the barrier, so they hold hashes, never the token itself.
+//!
+//! Expired tokens stay stored until [`Tokens::tidy_shard`] removes them (the tidy job in
+//! [`crate::auth::tidy`], and `POST /v1/auth/token/tidy`): a lookup already ignores them, but
+//! without the sweep every login would leave two rows behind for good.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +48,36 @@ pub struct TokenEntry {
     /// existed still load.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_address: Option<std::net::IpAddr>,
+}
+
+/// How many shards a tidy pass walks: token hashes are hex, so shard `n` is every hash that
+/// starts with the two hex digits of `n`. Each shard is listed and swept on its own, which
+/// bounds both the memory of one step (about 1/256 of the tokens) and how long it holds the
+/// storage.
+pub const TIDY_SHARDS: u16 = 256;
+
+/// How many expired tokens one storage transaction deletes at most (two keys each), so a sweep
+/// never holds SQLite's write lock for long.
+pub const TIDY_BATCH: usize = 128;
+
+/// What one tidy step found and removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TidyCount {
+    /// Token entries looked at.
+    pub scanned: u64,
+    /// Expired tokens removed (each with its accessor index).
+    pub removed: u64,
+    /// Entries that could not be decoded (left in place, counted so the log shows them).
+    pub unreadable: u64,
+}
+
+impl TidyCount {
+    /// Adds another step's counts.
+    pub fn add(&mut self, other: TidyCount) {
+        self.scanned += other.scanned;
+        self.removed += other.removed;
+        self.unreadable += other.unreadable;
+    }
 }
 
 /// The system-wide cap on token lifetime: 32 days, as Vault's default max TTL.
@@ -168,6 +202,48 @@ impl<'a> Tokens<'a> {
         Ok(Some(e))
     }
 
+    /// Removes the tokens of shard `shard` (see [`TIDY_SHARDS`]) that expired at or before `now`,
+    /// with their accessor index, in transactions of at most [`TIDY_BATCH`] tokens.
+    ///
+    /// Deleting without a compare-and-set is safe: an expired token can never become live
+    /// again (renew and lookup refuse it), so nothing can change it between the read and the
+    /// delete that matters.
+    pub fn tidy_shard(&self, shard: u16, now: i64) -> Result<TidyCount, StoreError> {
+        let prefix = format!("auth/token/id/{:02x}", shard % TIDY_SHARDS);
+        let mut count = TidyCount::default();
+        let mut ops = Vec::with_capacity(2 * TIDY_BATCH);
+        for rest in self.store.list(&prefix)? {
+            if rest.contains('/') {
+                continue;
+            }
+            count.scanned += 1;
+            let key = format!("{prefix}{rest}");
+            let Some(bytes) = self.store.get(&key)? else {
+                continue;
+            };
+            let Ok(entry) = serde_json::from_slice::<TokenEntry>(&bytes) else {
+                count.unreadable += 1;
+                continue;
+            };
+            if entry.expires > now {
+                continue;
+            }
+            ops.push(TxOp::Delete { key });
+            ops.push(TxOp::Delete {
+                key: accessor_key(&entry.accessor),
+            });
+            count.removed += 1;
+            if ops.len() >= 2 * TIDY_BATCH {
+                self.store.transaction(&ops)?;
+                ops.clear();
+            }
+        }
+        if !ops.is_empty() {
+            self.store.transaction(&ops)?;
+        }
+        Ok(count)
+    }
+
     /// Revokes a token (idempotent).
     pub fn revoke(&self, token: &str) -> Result<(), StoreError> {
         let hash = hash_hex(token);
@@ -281,5 +357,38 @@ mod tests {
         assert!(t.revoke_accessor(&e2.accessor).unwrap());
         assert!(t.lookup(&token2, 1001).unwrap().is_none());
         assert!(!t.revoke_accessor(&e2.accessor).unwrap());
+    }
+
+    #[test]
+    fn tidy_removes_expired_tokens_and_their_accessors_only() {
+        let s = MemStore::new();
+        let t = Tokens::new(&s);
+        let mut live = Vec::new();
+        for i in 0..300 {
+            let mut e = entry();
+            e.ttl = if i % 3 == 0 { 1000 } else { 10 };
+            e.max_ttl = 0;
+            let (token, e) = t.create(e, 1000).unwrap();
+            if i % 3 == 0 {
+                live.push((token, e.accessor));
+            }
+        }
+        let mut total = TidyCount::default();
+        for shard in 0..TIDY_SHARDS {
+            total.add(t.tidy_shard(shard, 1010).unwrap());
+        }
+        assert_eq!(total.scanned, 300);
+        assert_eq!(total.removed, 200);
+        assert_eq!(s.list("auth/token/id/").unwrap().len(), 100);
+        assert_eq!(s.list("auth/token/accessor/").unwrap().len(), 100);
+        for (token, accessor) in &live {
+            assert!(t.lookup(token, 1010).unwrap().is_some());
+            assert!(t.lookup_accessor(accessor, 1010).unwrap().is_some());
+        }
+        // A second pass finds nothing more to do.
+        let again: u64 = (0..TIDY_SHARDS)
+            .map(|sh| t.tidy_shard(sh, 1010).unwrap().removed)
+            .sum();
+        assert_eq!(again, 0);
     }
 }
