@@ -1,0 +1,3 @@
+path "a/*" { policy = "sudo" }
+path "a/b" { policy = "deny" }
+path "a/+/c*" { capabilities = ["update", "create"] }

@@ -1,0 +1,1 @@
+path "secret/data/agents/{{cert.common_name}}/*" { capabilities = ["read"] }
