@@ -3,8 +3,13 @@
 //! Clients get Vault's shape, `{"errors": ["…"]}`, with a specific, safe message for 4xx and a
 //! generic one for 5xx; the cause of a 5xx goes to the log with the request id, never to the
 //! client (it may name storage paths or internal state).
+//!
+//! [`vault_shaped`] extends that shape to the 4xx answers axum writes itself (a path or query
+//! its extractors cannot read), so no client ever gets a plain-text error.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -123,5 +128,92 @@ impl IntoResponse for ApiError {
             None => json!({ "errors": self.errors }),
         };
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The most of a plain-text rejection body kept as the message (axum's are one short line).
+const REJECTION_MESSAGE_LIMIT: usize = 4096;
+
+/// Middleware around every route: a 4xx whose body is not JSON (axum's extractor rejections,
+/// such as `Invalid URL: Invalid UTF-8 in `name`` for `/v1/sys/policy/%FF`, or a query that
+/// does not deserialize) becomes an [`ApiError`] with that text as its message, so every
+/// client error is `{"errors": ["…"]}`. Handlers' own errors are already JSON and pass as is.
+pub async fn vault_shaped(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), REJECTION_MESSAGE_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned()
+    } else {
+        text
+    };
+    ApiError::client(status, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use crate::config::Limits;
+    use crate::state::AppState;
+
+    async fn send(uri: &str) -> (StatusCode, Value) {
+        let state = Arc::new(AppState::unsealed(
+            Arc::new(keep_store::MemStore::new()),
+            vec![],
+            Limits::default(),
+            "memory",
+        ));
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let resp = crate::api::router(state).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{status} body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, body)
+    }
+
+    // Found by the `http` fuzz target: axum's extractors answered these with plain text.
+    #[tokio::test]
+    async fn extractor_rejections_have_vaults_error_shape() {
+        for (uri, needle) in [
+            ("/v1/sys/policy/%FF", "Invalid UTF-8"),
+            ("/v1/sys/policies/acl/a?list=true&list=false", "list"),
+        ] {
+            let (status, body) = send(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let errors = body["errors"].as_array().unwrap();
+            assert!(
+                errors.len() == 1 && errors[0].as_str().unwrap().contains(needle),
+                "{uri}: {body}"
+            );
+        }
     }
 }

@@ -381,6 +381,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sys/policy/{name}", any(policy::legacy))
         .route("/v1/pki/{*rest}", any(pki::handle))
         .fallback(not_found)
+        .layer(middleware::from_fn(error::vault_shaped))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             audit_layer::audit,

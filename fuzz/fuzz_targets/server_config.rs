@@ -1,0 +1,43 @@
+//! The server config parser (`keep_server::config::ServerConfig::from_yaml`).
+//!
+//! Invariants beyond "no panic": an error names the config file and, when it gives a line,
+//! a line of the input; parsing is deterministic.
+#![no_main]
+
+use std::path::Path;
+
+use keep_server::config::{ConfigError, ServerConfig};
+use libfuzzer_sys::fuzz_target;
+
+const PATH: &str = "/nonexistent-keep-fuzz/server.yaml";
+
+fn describe(r: &Result<ServerConfig, ConfigError>) -> String {
+    match r {
+        Ok(cfg) => format!("{cfg:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new(PATH);
+    let first = ServerConfig::from_yaml(text, path);
+    if let Err(e) = &first {
+        let message = e.to_string();
+        assert!(
+            message.starts_with(PATH),
+            "error without the file: {message:?}"
+        );
+        if let ConfigError::Field { line, .. } = e {
+            let lines = text.lines().count() as u64 + 1;
+            assert!(
+                *line <= lines,
+                "line {line} beyond the input's {lines}: {message}"
+            );
+        }
+    }
+    let second = ServerConfig::from_yaml(text, path);
+    assert_eq!(describe(&first), describe(&second), "not deterministic");
+});
