@@ -361,7 +361,9 @@ async fn connection<H, F>(
                 .and_then(|chain| chain.first())
                 .map(|leaf| keep_pki::inspect::fingerprint_sha256(leaf.as_ref()));
             match admission.verified(fingerprint) {
-                Ok(_established) => return verified(stream, &material, peer, local_addr, shared).await,
+                Ok(_established) => {
+                    return verified(stream, &material, peer, local_addr, shared).await;
+                }
                 Err(rejection) => {
                     counters::connection_rejected(rejection);
                     tracing::debug!(%peer, pool = rejection.option(), "connection pool full for this client certificate; closing the connection");
