@@ -211,6 +211,7 @@ fn identity(cn: &str) -> Caller {
         issuer: "CN=test".into(),
         issuer_common_name: Some("test".into()),
         chain: vec![],
+        issuers: vec![],
     }))
 }
 
