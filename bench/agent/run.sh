@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Agent-side benchmarks (DESIGN.md section 10):
+# Agent-side benchmarks (the performance goals in docs/):
 #   1. `keep openclaw-resolver` spawn → answer for 3 ids against a local keep server, beside the
 #      same provider written with hvac (Python) — the reference, run interleaved in this script;
 #   2. `keep agent` sidecar RSS when idle.

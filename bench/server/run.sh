@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/server/run.sh: `keep server` against nginx over the same mTLS setup (DESIGN.md §10).
+# bench/server/run.sh: `keep server` against nginx over the same mTLS setup.
 #
 # Usage (as root, on Debian 12; a benchmark, not a test; never run in CI):
 #
@@ -37,7 +37,7 @@
 #   6. on exit (normal, error or Ctrl-C) stops keep and nginx and removes the temp dir.
 #
 # The load client shares the machine's CPUs with the server, and the host is noisy: read the
-# ratios of interleaved runs, not the absolute numbers (see /work/shared/notes/peers.md §4).
+# ratios of interleaved runs, not the absolute numbers.
 # Exit status: 0 done; 3 done but some requests failed; other non-zero: setup failed.
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # ${x//pat/rep}: no special '&' in rep

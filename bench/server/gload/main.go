@@ -1,6 +1,6 @@
 // gload: a small HTTPS load client with client certificates (Go 1.19 stdlib only).
 //
-// Based on the gload program in /work/shared/notes/peers.md (appendix), with additions:
+// A small Go load generator for keep and nginx over mTLS, with:
 // -expect (every response must be 200 AND its body must contain this string), -timeout (a
 // per-request limit, so a stuck request cannot stall a run), machine-readable output
 // (latencies in ms), and the first error printed to stderr.

@@ -283,7 +283,7 @@ pub struct Renew {
 }
 
 impl Default for Renew {
-    /// Renewal on, at 2/3 of the lifetime (DESIGN.md section 6).
+    /// Renewal on, at 2/3 of the lifetime.
     fn default() -> Self {
         Renew {
             enabled: true,
