@@ -947,7 +947,7 @@ mod tests {
         assert!(matches!(f.format, Format::Json));
         assert!(c.warnings.is_empty());
         c.connection.mtls.client_settings().unwrap();
-        // The same YAML with a `renew` section (DESIGN.md section 6) is accepted too.
+        // The same YAML with a `renew` section is accepted too.
         let with_renew = format!("{yaml}renew:\n  enabled: true\n  at: 66%\n");
         assert_eq!(load(&s, &with_renew).unwrap().renew.at_percent, 66);
         let jittered = format!("{yaml}renew:\n  at: 70%\n  jitter: 10%\n");

@@ -1,6 +1,6 @@
 //! keep's agent side.
 //!
-//! DESIGN.md section 2 gives this crate the agent config, the vault client, the secret sinks
+//! The design gives this crate the agent config, the vault client, the secret sinks
 //! and the renewal daemon. This release has:
 //!
 //! - [`client::VaultClient`], an async mTLS client for keep's (Vault-compatible) HTTP API,

@@ -1,4 +1,4 @@
-//! Client certificate renewal over mTLS (`renew:` in the agent config; DESIGN.md section 6).
+//! Client certificate renewal over mTLS (`renew:` in the agent config).
 //!
 //! At [`due_at`] — `renew.at` of the certificate's lifetime (default 66%), moved earlier by a
 //! random share of up to `renew.jitter` (default 5%) so a fleet issued together does not renew

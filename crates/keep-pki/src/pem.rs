@@ -1,4 +1,4 @@
-//! Forgiving PEM reading and canonical PEM writing (DESIGN.md section 3).
+//! Forgiving PEM reading and canonical PEM writing.
 //!
 //! Certificates reach keep through YAML agent configs, JSON values, environment variables,
 //! copy-paste from web pages and Windows editors, so the reader accepts every mangling those
@@ -9,7 +9,7 @@
 //! and a fix.
 //!
 //! We do not use `rustls-pki-types`' PEM parser: it silently finds nothing in indented or folded
-//! input and its errors print raw bytes (see notes/stack.md).
+//! input and its errors print raw bytes.
 //!
 //! Writing is always canonical RFC 7468: LF line ends, 64-column base64, a final newline.
 

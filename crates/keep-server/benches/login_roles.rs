@@ -1,5 +1,4 @@
-//! Benchmark: a cert login with 1 role vs 1,000 roles (DESIGN.md §10: "a login with 1,000 roles
-//! costs about what it costs with one"). Both runs in the same process, interleaved; the figure
+//! Benchmark: a cert login with 1 role vs 1,000 roles. Both runs in the same process, interleaved; the figure
 //! is the ratio of medians. The login goes through the real router (role selection, token
 //! creation in an in-memory store); TLS is not part of it.
 //!

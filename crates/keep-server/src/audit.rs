@@ -19,7 +19,7 @@
 //! reach the file by forgetting to hash it; the audit module never even holds a plaintext copy
 //! (it hashes from borrowed data). What the types cannot police is a secret pasted into a
 //! free-text field (`path`, `error`, `decision.reason`): those must carry only what a client
-//! may see (DESIGN.md section 8).
+//! may see.
 //!
 //! Hashes are `hmac-sha256:<64 hex digits>`, Vault's audit-hash format, so an operator can
 //! find the entries that touched a known value with `sys/audit-hash` ([`AuditLog::hash`])

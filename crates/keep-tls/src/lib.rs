@@ -22,7 +22,7 @@
 //!
 //! Every config is built with the aws-lc-rs provider passed explicitly
 //! (`builder_with_provider`), never the process-wide default: if two rustls providers ever end
-//! up in the dependency tree, `builder()` would panic (notes/stack.md).
+//! up in the dependency tree, `builder()` would panic.
 #![forbid(unsafe_code)]
 
 pub mod budget;

@@ -1,7 +1,7 @@
 //! The vault's rustls server configuration.
 //!
 //! [`build`] turns [`TlsSettings`] (what the server's YAML `listener.tls` section says) into a
-//! rustls [`ServerConfig`] with keep's policy baked in (DESIGN.md section 4):
+//! rustls [`ServerConfig`] with keep's policy baked in:
 //!
 //! - **Versions and suites**: TLS 1.3, and TLS 1.2 with ECDHE key exchange and AEAD ciphers only.
 //!   `min_version` and `cipher_suites` can narrow this, never widen it: a CBC, non-ECDHE or

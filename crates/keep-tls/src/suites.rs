@@ -1,7 +1,6 @@
 //! The protocol versions and cipher suites keep offers, shared by the server and client configs.
 //!
-//! keep offers TLS 1.3, and TLS 1.2 with ECDHE key exchange and AEAD ciphers only (DESIGN.md
-//! section 4). That is exactly the aws-lc-rs provider's default suite list, so "allowed" below
+//! keep offers TLS 1.3, and TLS 1.2 with ECDHE key exchange and AEAD ciphers only. That is exactly the aws-lc-rs provider's default suite list, so "allowed" below
 //! is that list; a configured `cipher_suites` can only narrow it, never widen it.
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! event, the `keep_tls_handshake_failures_total{reason}` counter, the presented certificate's
 //! subject/serial/fingerprint (when one was presented), and what the client saw.
 //!
-//! The server is configured as DESIGN.md's example: client CA file = the root only, CRL = the
+//! The server is configured as the reference setup: client CA file = the root only, CRL = the
 //! intermediate's CRL only (so "unknown status" for the intermediate must be allowed), and an
 //! encrypted server key with a password file.
 //!

@@ -1,4 +1,4 @@
-//! `keep init [DIR]`: a complete lab in one command (DESIGN.md sections 3–6).
+//! `keep init [DIR]`: a complete lab in one command.
 //!
 //! ```text
 //! DIR/                       0700

@@ -182,7 +182,7 @@ fn sidecar_keeps_files_current_through_a_server_outage_and_stops_on_sigterm() {
     });
     let (json_inode, db_inode) = (inode(&json), inode(&db));
 
-    // Idle memory (DESIGN.md section 10: ≤ 10 MB), reported for the record.
+    // Idle memory, reported for the record.
     std::thread::sleep(Duration::from_secs(3));
     let status = read(Path::new(&format!("/proc/{}/status", agent.pid())));
     for rss in status

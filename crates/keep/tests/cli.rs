@@ -204,7 +204,7 @@ fn the_threads_three_commands_work_verbatim() {
     );
 }
 
-/// DESIGN.md's own form: encrypted keys by default, password from a file.
+/// keep's own form: encrypted keys by default, password from a file.
 #[test]
 fn keys_are_encrypted_by_default_and_openssl_reads_them() {
     let tmp = keep_test_support::tempdir();

@@ -5,7 +5,7 @@
 //! trailing newline) and must answer every id, never leaking a value outside stdout.
 //!
 //! The last test drives the real OpenClaw (`openclaw secrets audit --allow-exec`) when
-//! `KEEP_TEST_OPENCLAW` points at an install laid out as in notes/peers.md (`node24/` and
+//! `KEEP_TEST_OPENCLAW` points at an install laid out as .ci/run makes it (`node24/` and
 //! `oc/`, see .ci/run); without it the test prints SKIP, or fails when `KEEP_REQUIRE_PEERS`
 //! is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -213,7 +213,7 @@ fn resolves_values_and_per_id_errors_in_openclaws_empty_environment() {
     let (answer, _) = resolve(&config, &["agents/agent-01/single"]);
     assert!(answer.get("errors").is_none(), "{answer}");
 
-    // Spawn → answer for 3 ids (DESIGN.md section 10 targets ≤ 30 ms in release builds).
+    // Spawn → answer for 3 ids.
     let mut times: Vec<Duration> = (0..7)
         .map(|_| {
             let (answer, took) = resolve(

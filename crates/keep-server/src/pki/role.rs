@@ -14,8 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::role::{RoleInputError, boolean, glob_match, string_list, ttl};
 
-/// A leaf issued online lives 24 hours unless its role says otherwise (DESIGN.md section 3: the
-/// agent renews it by itself).
+/// A leaf issued online lives 24 hours unless its role says otherwise.
 pub const DEFAULT_TTL: u64 = 24 * 3600;
 
 /// The longest lifetime a role may grant when its `max_ttl` is 0: 32 days, Vault's system
