@@ -43,15 +43,23 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct CapturingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    /// Every loaded CRL: a chain rustls accepted is still refused when any of them lists one
+    /// of its certificates (rustls applies only one CRL per issuer; see `revocation`).
+    revocations: Arc<crate::revocation::Revocations>,
     /// Refuse a leaf with no extended key usage extension (`require_client_auth_eku`): webpki
     /// accepts one for any purpose, as RFC 5280 allows.
     require_client_auth_eku: bool,
 }
 
 impl CapturingVerifier {
-    pub(crate) fn new(inner: Arc<dyn ClientCertVerifier>, require_client_auth_eku: bool) -> Self {
+    pub(crate) fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        revocations: Arc<crate::revocation::Revocations>,
+        require_client_auth_eku: bool,
+    ) -> Self {
         CapturingVerifier {
             inner,
+            revocations,
             require_client_auth_eku,
         }
     }
@@ -84,6 +92,7 @@ impl ClientCertVerifier for CapturingVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        crate::revocation::refuse_listed(&self.revocations, end_entity, intermediates)?;
         if self.require_client_auth_eku && !has_eku_extension(end_entity) {
             // Classified `bad_eku`, as a certificate whose EKU lacks clientAuth.
             return Err(rustls::Error::InvalidCertificate(

@@ -11,7 +11,7 @@
 //! - rustls' `WebPkiClientVerifier` still gets every CRL and does its full check (chain,
 //!   validity, EKU, and for the first CRL of each issuer: signature against the issuer in the
 //!   verified path, cRLSign key usage, distribution-point scope). Nothing is relaxed.
-//! - [`RevocationVerifier`] wraps it: only after it accepted the chain, [`Revocations::check`]
+//! - [`refuse_listed`], in the listener's verifier wrapper: only after it accepted the chain, [`Revocations::check`]
 //!   looks up every chain certificate's serial in *all* CRLs of that certificate's issuer
 //!   (name match), and refuses a listed one with `CertificateError::Revoked`, so the listener
 //!   classifies it `revoked` and raises the same `tls_handshake_failed` event as for a
@@ -38,14 +38,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertRevocationListError, CertificateError, DigitallySignedStruct, DistinguishedName,
-    SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, TrustAnchor};
+use rustls::{CertRevocationListError, CertificateError};
 use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo};
 
 use crate::server::{Origin, TlsConfigError};
@@ -240,84 +235,29 @@ fn der_sequence(content: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A `ClientCertVerifier` that, after the wrapped verifier accepted a chain, refuses it when
-/// any loaded CRL lists one of its certificates (module docs). Every other method delegates.
-#[derive(Debug)]
-pub(crate) struct RevocationVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    revocations: Arc<Revocations>,
-}
-
-impl RevocationVerifier {
-    pub(crate) fn new(inner: Arc<dyn ClientCertVerifier>, revocations: Arc<Revocations>) -> Self {
-        RevocationVerifier { inner, revocations }
-    }
-}
-
-impl ClientCertVerifier for RevocationVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
-            .chain(intermediates.iter().cloned())
-            .collect();
-        match self.revocations.check(&chain) {
-            None => Ok(verified),
-            Some(r) if r.signature_verified => {
-                tracing::debug!(listed = %r, "client certificate refused: revoked");
-                Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
-            }
-            Some(r) => {
-                tracing::warn!(listed = %r, "client certificate refused: listed in a CRL its issuer did not sign; check crl_file");
-                Err(rustls::Error::InvalidCertRevocationList(
-                    CertRevocationListError::BadSignature,
-                ))
-            }
+/// After rustls' verifier accepted a chain: refuses it when any loaded CRL lists one of its
+/// certificates (module docs). Called by the listener's one verifier wrapper
+/// (`capture::CapturingVerifier`).
+pub(crate) fn refuse_listed(
+    revocations: &Revocations,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Result<(), rustls::Error> {
+    let chain: Vec<CertificateDer<'_>> = std::iter::once(end_entity.clone())
+        .chain(intermediates.iter().cloned())
+        .collect();
+    match revocations.check(&chain) {
+        None => Ok(()),
+        Some(r) if r.signature_verified => {
+            tracing::debug!(listed = %r, "client certificate refused: revoked");
+            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
+        Some(r) => {
+            tracing::warn!(listed = %r, "client certificate refused: listed in a CRL its issuer did not sign; check crl_file");
+            Err(rustls::Error::InvalidCertRevocationList(
+                CertRevocationListError::BadSignature,
+            ))
+        }
     }
 }
 

@@ -635,10 +635,8 @@ pub(crate) fn build_material(settings: &TlsSettings) -> Result<Material, TlsConf
             detail: e.to_string(),
         })?
         .with_client_cert_verifier(Arc::new(CapturingVerifier::new(
-            Arc::new(crate::revocation::RevocationVerifier::new(
-                verifier,
-                Arc::clone(&revocations),
-            )),
+            verifier,
+            Arc::clone(&revocations),
             settings.require_client_auth_eku,
         )))
         .with_single_cert(chain, key_der)
