@@ -922,6 +922,22 @@ mod tests {
         AgentConfig::load(&path)
     }
 
+    // Found by the `agent_config` fuzz target: YAML ends a line at a bare `\r` too; errors
+    // name the line as the parser counts it, the same number as with `\n` or `\r\n` ends.
+    #[test]
+    fn line_numbers_count_bare_cr() {
+        let s = setup();
+        let bad = conn(FILES).replace("https://vault", "http://vault");
+        for ends in ["\n", "\r\n", "\r"] {
+            match load(&s, &bad.replace('\n', ends)).unwrap_err() {
+                ConfigError::Field { line, field, .. } => {
+                    assert_eq!((line, field.as_str()), (2, "vault_connection.url"), "{ends:?}")
+                }
+                e => panic!("{ends:?}: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn the_threads_yaml_works_verbatim() {
         let s = setup();

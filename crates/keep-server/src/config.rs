@@ -969,6 +969,23 @@ admins:
         }
     }
 
+    // Found by the `server_config` fuzz target: YAML ends a line at a bare `\r` too, so a file
+    // with old-Mac line ends is read as many lines and its errors name the line of the field
+    // as the parser counts it — the same number as with `\n` or `\r\n` line ends.
+    #[test]
+    fn line_numbers_count_bare_cr() {
+        let bad = GOOD.replace("\"1.2\"", "\"1.0\"");
+        for ends in ["\n", "\r\n", "\r"] {
+            let text = bad.replace('\n', ends);
+            match load(&text).unwrap_err() {
+                ConfigError::Field { line, field, .. } => {
+                    assert_eq!((line, field.as_str()), (8, "listener.tls.min_version"), "{ends:?}")
+                }
+                e => panic!("{ends:?}: {e}"),
+            }
+        }
+    }
+
     #[test]
     fn errors_name_the_field_and_line() {
         let cases = [
