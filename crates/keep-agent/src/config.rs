@@ -931,7 +931,11 @@ mod tests {
         for ends in ["\n", "\r\n", "\r"] {
             match load(&s, &bad.replace('\n', ends)).unwrap_err() {
                 ConfigError::Field { line, field, .. } => {
-                    assert_eq!((line, field.as_str()), (2, "vault_connection.url"), "{ends:?}")
+                    assert_eq!(
+                        (line, field.as_str()),
+                        (2, "vault_connection.url"),
+                        "{ends:?}"
+                    )
                 }
                 e => panic!("{ends:?}: {e}"),
             }

@@ -21,7 +21,6 @@
 //! instant ([`ManualClock`]).
 
 pub mod config;
-pub mod pin;
 pub mod source;
 pub mod webhook;
 pub mod window;

@@ -3,20 +3,35 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::body::json_object;
-use crate::api::envelope::{no_content, ok, request_id};
+use crate::api::blocking;
+use crate::api::envelope::{envelope, no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, Principal, Who, blocking, require};
+use crate::api::reply::{Answer, Facts};
+use crate::api::request::{Operation, VaultRequest};
+use crate::auth::access::{self, Principal};
 use crate::auth::role::Role;
 use crate::auth::token::{TokenEntry, Tokens};
 use crate::auth::{select_role, validate_role_name};
-use crate::state::{AppState, Caller, PeerAddr};
+use crate::state::AppState;
+
+/// Admits `req` for `op` on `path`, or returns the refusal from the handler.
+macro_rules! admit {
+    ($state:expr, $req:expr, $path:expr, $op:expr) => {
+        match access::admit(&$state, &$req, $path, $op).await {
+            Ok(a) => a,
+            Err(denied) => return Answer::from(denied),
+        }
+    };
+}
+
+fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
+    state.store().ok_or_else(ApiError::sealed)
+}
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -33,80 +48,71 @@ fn rfc3339(unix: i64) -> String {
 }
 
 /// `LIST /v1/auth/cert/certs` and `GET ?list=true`.
-pub async fn list_roles(
-    State(state): State<Arc<AppState>>,
-    Who(p): Who,
-    method: Method,
-) -> Result<Response, ApiError> {
-    let _ = method;
-    require(&state, &p, "auth/cert/certs/", Operation::List).await?;
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let st = state.clone();
-    let names = blocking(move || {
-        let roles = st
-            .roles
-            .all(&*store)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(roles.keys().cloned().collect::<Vec<_>>())
-    })
-    .await?;
-    if names.is_empty() {
-        return Err(ApiError::not_found());
-    }
-    Ok(ok(json!({ "keys": names })))
+pub async fn list_roles(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/cert/certs/", Operation::List);
+    access.answer((|| {
+        let names: Vec<String> = state.roles.all(&*store(&state)?)?.keys().cloned().collect();
+        if names.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(ok(json!({ "keys": names })))
+    })())
 }
 
-/// `auth/cert/certs/:name`: GET, POST/PUT, DELETE; LIST on the folder.
-pub async fn role(
+/// `GET auth/cert/certs/:name`.
+pub async fn read_role(
     State(state): State<Arc<AppState>>,
-    Who(p): Who,
-    method: Method,
     Path(name): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let op = match method.as_str() {
-        "GET" => Operation::Read,
-        "POST" | "PUT" => Operation::Update,
-        "DELETE" => Operation::Delete,
-        _ => {
-            return Err(ApiError::client(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "unsupported operation",
-            ));
-        }
-    };
-    require(&state, &p, &format!("auth/cert/certs/{name}"), op).await?;
-    validate_role_name(&name).map_err(ApiError::bad_request)?;
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let limit = state.limits.max_request_bytes;
-    let st = state.clone();
-    match op {
-        Operation::Read => {
-            let role = blocking(move || {
-                st.roles
-                    .get(&*store, &name)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            let r = role.ok_or_else(ApiError::not_found)?;
-            Ok(ok(role_json(&r.role)))
-        }
-        Operation::Delete => {
-            blocking(move || {
-                st.roles
-                    .delete(&*store, &name)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, &req.path, Operation::Read);
+    access.answer((|| {
+        validate_role_name(&name).map_err(ApiError::bad_request)?;
+        let r = state
+            .roles
+            .get(&*store(&state)?, &name)?
+            .ok_or_else(ApiError::not_found)?;
+        Ok(ok(role_json(&r.role)))
+    })())
+}
+
+/// `DELETE auth/cert/certs/:name`.
+pub async fn delete_role(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, &req.path, Operation::Delete);
+    access.answer(
+        async {
+            validate_role_name(&name).map_err(ApiError::bad_request)?;
+            let store = store(&state)?;
+            let st = state.clone();
+            blocking(move || Ok(st.roles.delete(&*store, &name)?)).await?;
             Ok(no_content())
         }
-        _ => {
-            let body = json_object(body, limit).await?;
+        .await,
+    )
+}
+
+/// `POST`/`PUT auth/cert/certs/:name`: creates or updates a role (fields not given keep their
+/// value).
+pub async fn write_role(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, &req.path, Operation::Update);
+    access.answer(
+        async {
+            validate_role_name(&name).map_err(ApiError::bad_request)?;
+            let body = req.object()?;
+            let store = store(&state)?;
+            let st = state.clone();
             let warnings = blocking(move || {
                 let mut role = st
                     .roles
-                    .get(&*store, &name)
-                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .get(&*store, &name)?
                     .map(|r| r.role.clone())
                     .unwrap_or_default();
                 role.apply(&body).map_err(|e| ApiError::bad_request(e.0))?;
@@ -116,21 +122,18 @@ pub async fn role(
                         "role {name:?} has no name constraints (allowed_common_names, allowed_dns_sans, allowed_uri_sans, allowed_email_sans, allowed_organizational_units): any certificate that chains to its CA can log in with it"
                     ));
                 }
-                st.roles.put(&*store, &name, role).map_err(|e| ApiError::internal(e.to_string()))?;
+                st.roles.put(&*store, &name, role)?;
                 Ok(warnings)
             })
             .await?;
             if warnings.is_empty() {
                 Ok(no_content())
             } else {
-                let body = json!({
-                    "request_id": request_id(), "lease_id": "", "renewable": false, "lease_duration": 0,
-                    "data": null, "wrap_info": null, "warnings": warnings, "auth": null,
-                });
-                Ok((StatusCode::OK, axum::Json(body)).into_response())
+                Ok(envelope(StatusCode::OK, Value::Null, warnings, Value::Null))
             }
         }
-    }
+        .await,
+    )
 }
 
 fn role_json(r: &Role) -> Value {
@@ -158,60 +161,74 @@ fn role_json(r: &Role) -> Value {
 }
 
 /// `POST /v1/auth/cert/login`: a token for the connection's certificate.
-pub async fn login(
-    State(state): State<Arc<AppState>>,
-    caller: Option<axum::Extension<Caller>>,
-    addr: Option<axum::Extension<PeerAddr>>,
-    body: Body,
+pub async fn login(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let mut facts = Facts::default();
+    let result = login_inner(&state, &req, &mut facts).await;
+    Answer::new(facts, result)
+}
+
+/// The login; `facts` gets the role and the decision for the audit line as they are found.
+async fn login_inner(
+    state: &Arc<AppState>,
+    req: &VaultRequest,
+    facts: &mut Facts,
 ) -> Result<Response, ApiError> {
-    let body = json_object(body, state.limits.max_request_bytes).await?;
+    let body = req.object()?;
     // Vault documents `name`; vaultrs sends `cert_name`.
     let name = match body.get("name").or_else(|| body.get("cert_name")) {
         Some(Value::String(s)) => Some(s.clone()),
         None | Some(Value::Null) => None,
         Some(_) => return Err(ApiError::bad_request("name must be a string")),
     };
-    let peer = caller.map(|c| c.0.0.clone()).ok_or_else(|| {
-        ApiError::client(StatusCode::BAD_REQUEST, "no client certificate supplied")
-    })?;
-    crate::api::refuse_revoked(&state, &peer)?;
-    let from = addr.as_ref().map(|a| a.0.0);
-    if let Some(refused) = rate_limited(&state, &peer, from) {
+    let peer = req.peer()?.clone();
+    let refusal = |d: access::Denied, facts: &mut Facts| {
+        *facts = (*d.facts).clone();
+        d.error
+    };
+    if let Err(d) = access::refuse_revoked(state, &peer) {
+        return Err(refusal(d, facts));
+    }
+    let from = req.addr;
+    if let Some(refused) = rate_limited(state, &peer, from) {
+        *facts = Facts::default().decided(false, "cert login refused: over auth.login_rate");
         return Ok(refused);
     }
-    let ip = addr.map(|a| a.0.0.ip());
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let st = state.clone();
-    let (role, why) = {
-        let store = store.clone();
-        let peer = peer.clone();
-        let name = name.clone();
-        blocking(move || {
-            let roles = st.roles.all(&*store).map_err(|e| ApiError::internal(e.to_string()))?;
-            select_role(&roles, name.as_deref(), &peer, ip, false).map_err(|e| {
-                use crate::alerts::{Access, source};
-                source::on_refusal(&st.alerts, Access::Login, &roles, name.as_deref(), &peer, from, &e);
-                tracing::info!(target: "keep::auth", cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, reason = %e, "cert login refused");
-                ApiError::bad_request(e.to_string())
-            })
-        })
-        .await
-        .inspect_err(|e| {
-            let reason = e.errors.first().cloned().unwrap_or_default();
-            crate::api::audit_layer::note(|c| c.decision = Some((false, format!("cert login refused: {reason}"))));
-        })?
+    let ip = from.map(|a| a.ip());
+    let store = store(state)?;
+    let roles = state.roles.all(&*store)?;
+    let (role, why) = match select_role(&roles, name.as_deref(), &peer, ip, false) {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            use crate::alerts::{Access, source};
+            source::on_refusal(
+                &state.alerts,
+                Access::Login,
+                &roles,
+                name.as_deref(),
+                &peer,
+                from,
+                &e,
+            );
+            tracing::info!(target: "keep::auth", cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, reason = %e, "cert login refused");
+            *facts = Facts::default().decided(false, format!("cert login refused: {e}"));
+            return Err(ApiError::bad_request(e.to_string()));
+        }
     };
+    facts.role = Some(role.name.clone());
     let pinned_address = if role.role.pin_first_seen_address {
-        use crate::alerts::{Access, pin};
-        Some(pin::enforce(&state, &peer, from, &role.name, Access::Login).await?)
+        use crate::alerts::Access;
+        match crate::auth::pin::enforce(state, &peer, from, &role.name, Access::Login).await {
+            Ok(a) => Some(a),
+            Err(d) => {
+                facts.decision = d.facts.decision;
+                return Err(d.error);
+            }
+        }
     } else {
         None
     };
     tracing::info!(target: "keep::auth", role = %role.name, why, cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, "cert login");
-    crate::api::audit_layer::note(|c| {
-        c.role = Some(role.name.clone());
-        c.decision = Some((true, format!("cert login: role {:?}, {why}", role.name)));
-    });
+    facts.decision = Some((true, format!("cert login: role {:?}, {why}", role.name)));
     let r = &role.role;
     let mut metadata = BTreeMap::new();
     metadata.insert("cert_name".to_owned(), role.name.clone());
@@ -243,21 +260,14 @@ pub async fn login(
         bound_cidrs: r.token_bound_cidrs.clone(),
         pinned_address,
     };
-    let (token, e) = blocking(move || {
-        Tokens::new(&*store)
-            .create(entry, now())
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
-    let body = json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": null,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": {
+    let (token, e) = blocking(move || Ok(Tokens::new(&*store).create(entry, now())?)).await?;
+    facts.accessor = Some(e.accessor.clone());
+    facts.policies = e.policies.clone();
+    Ok(envelope(
+        StatusCode::OK,
+        Value::Null,
+        Vec::new(),
+        json!({
             "client_token": token,
             "accessor": e.accessor,
             "policies": e.policies,
@@ -271,9 +281,8 @@ pub async fn login(
             "orphan": true,
             "mfa_requirement": null,
             "num_uses": 0,
-        },
-    });
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+        }),
+    ))
 }
 
 /// The login rate limit (`auth.login_rate`), per client certificate: `None` to go on, or the
@@ -299,9 +308,6 @@ fn rate_limited(
     if storm_started {
         tracing::warn!(target: "keep::auth", cn = ?peer.common_name, fingerprint = %peer.fingerprint_sha256, "cert logins over auth.login_rate: refusing with 429");
     }
-    crate::api::audit_layer::note(|c| {
-        c.decision = Some((false, "cert login refused: over auth.login_rate".into()))
-    });
     let mut resp = ApiError::client(
         StatusCode::TOO_MANY_REQUESTS,
         "request path \"auth/cert/login\": rate limit quota exceeded",
@@ -336,178 +342,155 @@ fn lookup_json(token: Option<&str>, e: &TokenEntry, now: i64) -> Value {
     })
 }
 
-/// `auth/token/{lookup-self, renew-self, revoke-self, lookup, lookup-accessor, revoke-accessor,
-/// tidy}`.
-pub async fn token_op(
-    State(state): State<Arc<AppState>>,
-    Who(p): Who,
-    method: Method,
-    Path(op): Path<String>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let path = format!("auth/token/{op}");
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let body = json_object(body, state.limits.max_request_bytes).await?;
-    let t = now();
-    match (op.as_str(), method.as_str()) {
-        ("lookup-self", "GET" | "POST") => {
-            require(&state, &p, &path, Operation::Read).await?;
-            let Principal::Token { token, entry, .. } = &p else {
-                return Err(ApiError::bad_request(
-                    "no token on this request; lookup-self needs X-Vault-Token",
-                ));
-            };
-            Ok(ok(lookup_json(Some(token), entry, t)))
-        }
-        ("renew-self", "POST" | "PUT") => {
-            require(&state, &p, &path, Operation::Update).await?;
-            let Principal::Token { token, .. } = &p else {
-                return Err(ApiError::bad_request(
-                    "no token on this request; renew-self needs X-Vault-Token",
-                ));
-            };
-            let increment = crate::auth::role::ttl(&body, "increment")
-                .map_err(|e| ApiError::bad_request(e.0))?;
-            let token = token.clone();
-            let e = blocking(move || {
-                Tokens::new(&*store)
-                    .renew(&token, increment, t)
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .ok_or_else(ApiError::permission_denied)
-            })
-            .await?;
-            let body = json!({
-                "request_id": request_id(), "lease_id": "", "renewable": false, "lease_duration": 0,
-                "data": null, "wrap_info": null, "warnings": null,
-                "auth": {
-                    "client_token": "", "accessor": e.accessor, "policies": e.policies,
-                    "token_policies": e.policies, "metadata": e.metadata,
-                    "lease_duration": (e.expires - t).max(0), "renewable": true,
-                    "entity_id": "", "token_type": "service", "orphan": true,
-                },
-            });
-            Ok((StatusCode::OK, axum::Json(body)).into_response())
-        }
-        ("revoke-self", "POST" | "PUT") => {
-            require(&state, &p, &path, Operation::Update).await?;
-            let Principal::Token { token, .. } = &p else {
-                return Err(ApiError::bad_request(
-                    "no token on this request; revoke-self needs X-Vault-Token",
-                ));
-            };
-            let token = token.clone();
-            blocking(move || {
-                Tokens::new(&*store)
-                    .revoke(&token)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            Ok(no_content())
-        }
-        ("lookup", "POST" | "PUT" | "GET") => {
-            require(&state, &p, &path, Operation::Update).await?;
-            let token = match body.get("token") {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => return Err(ApiError::bad_request("missing token")),
-            };
-            let e = {
-                let token = token.clone();
-                blocking(move || {
-                    Tokens::new(&*store)
-                        .lookup(&token, t)
-                        .map_err(|e| ApiError::internal(e.to_string()))
-                })
-                .await?
-            };
-            let e = e.ok_or_else(|| ApiError::bad_request("bad token"))?;
-            Ok(ok(lookup_json(Some(&token), &e, t)))
-        }
-        ("lookup-accessor", "POST" | "PUT") | ("revoke-accessor", "POST" | "PUT") => {
-            require(&state, &p, &path, Operation::Update).await?;
-            let accessor = match body.get("accessor") {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                _ => return Err(ApiError::bad_request("missing accessor")),
-            };
-            if op == "revoke-accessor" {
-                let found = blocking(move || {
-                    Tokens::new(&*store)
-                        .revoke_accessor(&accessor)
-                        .map_err(|e| ApiError::internal(e.to_string()))
-                })
-                .await?;
-                if !found {
-                    return Err(ApiError::bad_request("invalid accessor"));
-                }
-                return Ok(no_content());
-            }
-            let e = blocking(move || {
-                Tokens::new(&*store)
-                    .lookup_accessor(&accessor, t)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            let e = e.ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
-            Ok(ok(lookup_json(None, &e, t)))
-        }
-        ("tidy", "POST" | "PUT") => {
-            require(&state, &p, &path, Operation::Update).await?;
-            require_sudo(&state, &p, &path).await?;
-            let Some(lease) = state.auth.tidy_lease.try_acquire() else {
-                return Ok(accepted_with_warning(
-                    StatusCode::OK,
-                    "Tidy operation already in progress.",
-                ));
-            };
-            tracing::info!(target: "keep::auth", "token tidy started by a request");
-            tokio::spawn(crate::auth::tidy::sweep(store, lease));
-            Ok(accepted_with_warning(
-                StatusCode::ACCEPTED,
-                "Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.",
-            ))
-        }
-        (_, _) => Err(ApiError::client(
-            StatusCode::NOT_FOUND,
-            format!("no handler for route \"{path}\""),
-        )),
+/// The token a self-operation acts on, or the 400 Vault gives a request without one.
+fn own_token<'a>(
+    who: &'a Principal,
+    op: &str,
+) -> Result<&'a crate::api::request::ClientToken, ApiError> {
+    match who {
+        Principal::Token { token, .. } => Ok(token),
+        _ => Err(ApiError::bad_request(format!(
+            "no token on this request; {op} needs X-Vault-Token"
+        ))),
     }
 }
 
-/// Vault's `auth/token/tidy` is a sudo path: besides `update`, a policy must grant `sudo` on it
-/// (admins pass).
-async fn require_sudo(state: &Arc<AppState>, p: &Principal, path: &str) -> Result<(), ApiError> {
-    let (policies, peer) = match p {
-        Principal::Admin => return Ok(()),
-        Principal::Anonymous => return Err(ApiError::permission_denied()),
-        Principal::Token { entry, peer, .. } => (entry.policies.clone(), peer.clone()),
-        Principal::Tokenless { policies, peer, .. } => (policies.clone(), peer.clone()),
-    };
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let decision = state
-        .policies
-        .evaluate(
-            &*store,
-            &policies,
-            &peer,
-            path,
-            keep_policy::Capability::Sudo,
-        )
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    match decision {
-        keep_policy::Decision::Allow { .. } => Ok(()),
-        keep_policy::Decision::Deny { reason } => {
-            crate::api::audit_layer::note(|c| {
-                c.decision = Some((false, format!("{reason} (sudo)")))
-            });
-            Err(ApiError::permission_denied())
+/// `GET`/`POST auth/token/lookup-self`.
+pub async fn lookup_self(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/lookup-self", Operation::Read);
+    let result = match &access.who {
+        Principal::Token { token, entry, .. } => {
+            Ok(ok(lookup_json(Some(token.expose()), entry, now())))
         }
+        who => own_token(who, "lookup-self").map(|_| ok(Value::Null)),
+    };
+    access.answer(result)
+}
+
+/// `POST`/`PUT auth/token/renew-self` (`increment`).
+pub async fn renew_self(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/renew-self", Operation::Update);
+    let result = async {
+        let token = own_token(&access.who, "renew-self")?.clone();
+        let increment = crate::auth::role::ttl(&req.object()?, "increment")
+            .map_err(|e| ApiError::bad_request(e.0))?;
+        let store = store(&state)?;
+        let t = now();
+        let e = blocking(move || {
+            Tokens::new(&*store)
+                .renew(token.expose(), increment, t)?
+                .ok_or_else(ApiError::permission_denied)
+        })
+        .await?;
+        Ok(envelope(
+            StatusCode::OK,
+            Value::Null,
+            Vec::new(),
+            json!({
+                "client_token": "", "accessor": e.accessor, "policies": e.policies,
+                "token_policies": e.policies, "metadata": e.metadata,
+                "lease_duration": (e.expires - t).max(0), "renewable": true,
+                "entity_id": "", "token_type": "service", "orphan": true,
+            }),
+        ))
     }
+    .await;
+    access.answer(result)
+}
+
+/// `POST`/`PUT auth/token/revoke-self`.
+pub async fn revoke_self(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/revoke-self", Operation::Update);
+    let result = async {
+        let token = own_token(&access.who, "revoke-self")?.clone();
+        let store = store(&state)?;
+        blocking(move || Ok(Tokens::new(&*store).revoke(token.expose())?)).await?;
+        Ok(no_content())
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `GET`/`POST`/`PUT auth/token/lookup` with `token`.
+pub async fn lookup(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/lookup", Operation::Update);
+    access.answer((|| {
+        let body = req.object()?;
+        let token = match body.get("token") {
+            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+            _ => return Err(ApiError::bad_request("missing token")),
+        };
+        let t = now();
+        let e = Tokens::new(&*store(&state)?)
+            .lookup(token, t)?
+            .ok_or_else(|| ApiError::bad_request("bad token"))?;
+        Ok(ok(lookup_json(Some(token), &e, t)))
+    })())
+}
+
+fn accessor_of(req: &VaultRequest) -> Result<String, ApiError> {
+    match req.object()?.get("accessor") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(ApiError::bad_request("missing accessor")),
+    }
+}
+
+/// `POST`/`PUT auth/token/lookup-accessor` with `accessor`.
+pub async fn lookup_accessor(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/lookup-accessor", Operation::Update);
+    access.answer((|| {
+        let accessor = accessor_of(&req)?;
+        let t = now();
+        let e = Tokens::new(&*store(&state)?)
+            .lookup_accessor(&accessor, t)?
+            .ok_or_else(|| ApiError::bad_request("invalid accessor"))?;
+        Ok(ok(lookup_json(None, &e, t)))
+    })())
+}
+
+/// `POST`/`PUT auth/token/revoke-accessor` with `accessor`.
+pub async fn revoke_accessor(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "auth/token/revoke-accessor", Operation::Update);
+    let result = async {
+        let accessor = accessor_of(&req)?;
+        let store = store(&state)?;
+        let found = blocking(move || Ok(Tokens::new(&*store).revoke_accessor(&accessor)?)).await?;
+        if !found {
+            return Err(ApiError::bad_request("invalid accessor"));
+        }
+        Ok(no_content())
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `POST`/`PUT auth/token/tidy`: a sudo path (besides `update`, a policy must grant `sudo`).
+pub async fn tidy(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    const PATH: &str = "auth/token/tidy";
+    let access = admit!(state, req, PATH, Operation::Update);
+    let access = match access::authorize_sudo(&state, access, PATH) {
+        Ok(a) => a,
+        Err(denied) => return Answer::from(denied),
+    };
+    let result = (|| {
+        let store = store(&state)?;
+        let Some(lease) = state.auth.tidy_lease.try_acquire() else {
+            return Ok(accepted_with_warning(
+                StatusCode::OK,
+                "Tidy operation already in progress.",
+            ));
+        };
+        tracing::info!(target: "keep::auth", "token tidy started by a request");
+        tokio::spawn(crate::auth::tidy::sweep(store, lease));
+        Ok(accepted_with_warning(
+            StatusCode::ACCEPTED,
+            "Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.",
+        ))
+    })();
+    access.answer(result)
 }
 
 /// Vault's answer to a started background operation: no data, one warning.
 fn accepted_with_warning(status: StatusCode, warning: &str) -> Response {
-    let body = json!({
-        "request_id": request_id(), "lease_id": "", "renewable": false, "lease_duration": 0,
-        "data": null, "wrap_info": null, "warnings": [warning], "auth": null,
-    });
-    (status, axum::Json(body)).into_response()
+    envelope(status, Value::Null, vec![warning.to_owned()], Value::Null)
 }

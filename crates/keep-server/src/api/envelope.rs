@@ -1,14 +1,14 @@
 //! Vault's response envelope. vaultrs refuses responses that lack any of these fields, and hvac
-//! reads `data` from them, so every JSON success answer goes through [`ok`].
+//! reads `data` from them, so every JSON success answer goes through [`ok`] or [`envelope`].
+//!
+//! The request id and the mount type are filled in by the pipeline, which knows both
+//! ([`super::pipeline`]); handlers leave them empty.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-/// The current request's id (shared with its audit lines), or a fresh random one.
-pub fn request_id() -> String {
-    crate::api::audit_layer::current_request_id().unwrap_or_else(new_request_id)
-}
+use crate::api::reply::json;
 
 /// A random request id in UUID v4 form.
 pub fn new_request_id() -> String {
@@ -17,34 +17,95 @@ pub fn new_request_id() -> String {
     let _ = getrandom::fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+    let mut h = String::with_capacity(36);
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            h.push('-');
+        }
+        h.push(char::from(HEX[usize::from(x >> 4)]));
+        h.push(char::from(HEX[usize::from(x & 0x0f)]));
+    }
+    h
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The full envelope: `data`, `warnings` (none: `null`), `auth` (none: `null`).
+pub fn envelope(status: StatusCode, data: Value, warnings: Vec<String>, auth: Value) -> Response {
+    let warnings = if warnings.is_empty() {
+        Value::Null
+    } else {
+        json!(warnings)
+    };
+    json(
+        status,
+        json!({
+            "request_id": "",
+            "lease_id": "",
+            "renewable": false,
+            "lease_duration": 0,
+            "data": data,
+            "wrap_info": null,
+            "warnings": warnings,
+            "auth": auth,
+            "mount_type": "",
+        }),
     )
 }
 
 /// 200 with the full envelope around `data`.
 pub fn ok(data: Value) -> Response {
-    let body = json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-        "mount_type": "kv",
-    });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    envelope(StatusCode::OK, data, Vec::new(), Value::Null)
 }
 
 /// 204 No Content, as Vault answers writes that return nothing.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The mount type Vault reports for a path (`mount_type` in the envelope).
+pub fn mount_type(path: &str) -> &'static str {
+    match path.split('/').next().unwrap_or("") {
+        "secret" => "kv",
+        "pki" => "pki",
+        "sys" => "system",
+        "auth" => match path.split('/').nth(1) {
+            Some("token") => "token",
+            _ => "cert",
+        },
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = new_request_id();
+        assert_eq!(a.len(), 36);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{a}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
+        assert_ne!(a, new_request_id());
+    }
+
+    #[test]
+    fn mount_types_follow_the_path() {
+        for (p, want) in [
+            ("secret/data/x", "kv"),
+            ("pki/issue/r", "pki"),
+            ("sys/policies/acl/x", "system"),
+            ("auth/token/lookup-self", "token"),
+            ("auth/cert/login", "cert"),
+        ] {
+            assert_eq!(mount_type(p), want, "{p}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::reply::{Cause, json as json_response};
 use crate::kv::KvError;
 use crate::pki::PkiError;
 
@@ -109,14 +110,19 @@ impl From<PkiError> for ApiError {
     }
 }
 
+impl From<keep_store::StoreError> for ApiError {
+    fn from(e: keep_store::StoreError) -> ApiError {
+        ApiError::internal(format!("storage: {e}"))
+    }
+}
+
 impl IntoResponse for ApiError {
+    /// The body is a [`JsonBody`](crate::api::reply::JsonBody) the pipeline serializes; a 5xx's cause rides along as a
+    /// [`Cause`], which the pipeline logs with the request id.
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause {
-            tracing::error!(status = self.status.as_u16(), cause = %cause, "request failed");
-        }
         let body = match self.data {
             Some(data) => json!({
-                "request_id": crate::api::envelope::request_id(),
+                "request_id": "",
                 "lease_id": "",
                 "renewable": false,
                 "lease_duration": 0,
@@ -127,7 +133,11 @@ impl IntoResponse for ApiError {
             }),
             None => json!({ "errors": self.errors }),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = json_response(self.status, body);
+        if let Some(cause) = self.cause {
+            resp.extensions_mut().insert(Cause(cause));
+        }
+        resp
     }
 }
 

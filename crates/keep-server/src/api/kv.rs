@@ -12,222 +12,369 @@
 //! | DELETE | `metadata/:path` | delete the secret and every version |
 //! | LIST, GET `?list=true` | `metadata/:path/` | list keys |
 //! | GET, POST, PUT | `config` | mount config |
+//!
+//! Each row is a route in the route table ([`super::router`]) and a handler here; a verb a
+//! path does not take is 405.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::api::body::{json_object, opt_duration_secs, opt_u64, versions};
+use crate::api::blocking;
+use crate::api::body::{opt_duration_secs, opt_u64, versions};
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, Who, blocking, read_now, require};
+use crate::api::reply::Answer;
+use crate::api::request::{Operation, VaultRequest};
+use crate::auth::access::{self, Access, Principal};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
 use crate::state::AppState;
 
 /// The mount keep serves KV v2 at.
 pub const MOUNT: &str = "secret";
 
-/// Query parameters KV endpoints read.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct KvQuery {
-    version: Option<String>,
-    list: Option<String>,
+/// Admits `req` for `op` on its own path, or returns the refusal from the handler.
+macro_rules! admit {
+    ($state:expr, $req:expr, $op:expr) => {
+        match access::admit(&$state, &$req, &$req.path, $op).await {
+            Ok(a) => a,
+            Err(denied) => return Answer::from(denied),
+        }
+    };
 }
 
-fn is_list(method: &Method, q: &KvQuery) -> bool {
-    method.as_str() == "LIST"
-        || (method == Method::GET && q.list.as_deref().is_some_and(|v| v == "true" || v == "1"))
+fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
+    state.store().ok_or_else(ApiError::sealed)
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
+/// The folder a list request names within the mount: the request path after
+/// `secret/metadata` or `secret/data` (empty for the mount root).
+fn folder(req: &VaultRequest) -> String {
+    let rest = req.path.strip_prefix(MOUNT).unwrap_or(&req.path);
+    let rest = rest.trim_start_matches('/');
+    let rest = rest
+        .strip_prefix("metadata")
+        .or_else(|| rest.strip_prefix("data"))
+        .unwrap_or(rest);
+    rest.trim_start_matches('/').to_owned()
 }
 
-/// Entry point for every `/v1/secret/*` request.
-pub async fn handle(
+/// `LIST metadata/:path/` (and `data/`, as keep has always answered): the keys under a folder.
+pub async fn list(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, Operation::List);
+    let path = folder(&req);
+    access.answer((|| {
+        let keys = KvEngine::new(&*store(&state)?, MOUNT).list(&path)?;
+        Ok(ok(json!({ "keys": keys })))
+    })())
+}
+
+/// `GET data/:path[?version=n]`.
+pub async fn read(
     State(state): State<Arc<AppState>>,
-    Who(who): Who,
-    method: Method,
-    Path(rest): Path<String>,
-    Query(q): Query<KvQuery>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let (area, path) = match rest.split_once('/') {
-        Some((a, p)) => (a.to_owned(), p.to_owned()),
-        None => (rest.clone(), String::new()),
-    };
-    let list = is_list(&method, &q);
-    let op = match (area.as_str(), method.as_str(), list) {
-        (_, _, true) => Operation::List,
-        (_, "GET", _) => Operation::Read,
-        (_, "DELETE", _) => Operation::Delete,
-        (_, "PATCH", _) => Operation::Patch,
-        (_, "POST" | "PUT", _) => Operation::Update,
-        _ => return Err(method_not_allowed()),
-    };
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    // Vault's ACLs tell creating a secret from updating one.
-    let op = if op == Operation::Update
-        && area == "data"
-        && !matches!(who, crate::api::Principal::Admin)
-    {
-        let s = store.clone();
-        let p = path.clone();
-        let exists =
-            read_now(move || Ok(KvEngine::new(&*s, MOUNT).read_metadata(&p).is_ok())).await?;
-        if exists {
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Read);
+    let now = OffsetDateTime::now_utc();
+    access.answer((|| {
+        let version = match req.query("version") {
+            None | Some("") => None,
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request("version must be a non-negative integer"))?,
+            ),
+        };
+        let v = KvEngine::new(&*store(&state)?, MOUNT).read(&path, version, now)?;
+        Ok(ok(json!({ "data": v.data, "metadata": v.metadata })))
+    })())
+}
+
+/// Vault's ACLs tell creating a secret from updating one: a write to a path with no secret
+/// yet needs `create`. (Admins pass either way; the check is skipped for them.)
+async fn admit_write(
+    state: &Arc<AppState>,
+    req: &VaultRequest,
+    path: &str,
+) -> Result<Access, Answer> {
+    let who = access::principal(state, req).await.map_err(Answer::from)?;
+    let op = if matches!(who, Principal::Admin) {
+        Operation::Update
+    } else {
+        let store = store(state).map_err(Answer::error)?;
+        if KvEngine::new(&*store, MOUNT).read_metadata(path).is_ok() {
             Operation::Update
         } else {
             Operation::Create
         }
-    } else {
-        op
     };
-    require(&state, &who, &format!("{MOUNT}/{rest}"), op).await?;
-    let limit = state.limits.max_request_bytes;
+    access::authorize(state, who, &req.path, op).map_err(Answer::from)
+}
+
+fn data_and_cas(
+    body: &Map<String, Value>,
+    patch: bool,
+) -> Result<(Map<String, Value>, Option<u64>), ApiError> {
+    let data = match body.get("data") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Null) | None => return Err(ApiError::bad_request("no data provided")),
+        Some(_) if patch => return Err(ApiError::bad_request("no data provided")),
+        Some(_) => return Err(ApiError::bad_request("data must be a JSON object")),
+    };
+    let cas = match body.get("options") {
+        Some(Value::Object(o)) => opt_u64(o, "cas")?,
+        Some(Value::Null) | None => None,
+        Some(_) if patch => None,
+        Some(_) => return Err(ApiError::bad_request("options must be a JSON object")),
+    };
+    Ok((data, cas))
+}
+
+/// `POST`/`PUT data/:path`: a new version (`options.cas`).
+pub async fn write(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = match admit_write(&state, &req, &path).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
     let now = OffsetDateTime::now_utc();
-    match (area.as_str(), method.as_str(), list) {
-        ("metadata", _, true) | ("data", _, true) => {
-            if !matches!(method.as_str(), "LIST" | "GET") {
-                return Err(method_not_allowed());
-            }
-            let keys = read_now(move || Ok(KvEngine::new(&*store, MOUNT).list(&path)?)).await?;
-            Ok(ok(json!({ "keys": keys })))
-        }
-        ("data", "GET", _) => {
-            let version = match q.version.as_deref() {
-                None | Some("") => None,
-                Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request("version must be a non-negative integer")
-                })?),
-            };
-            let v = read_now(move || Ok(KvEngine::new(&*store, MOUNT).read(&path, version, now)?))
-                .await?;
-            Ok(ok(json!({ "data": v.data, "metadata": v.metadata })))
-        }
-        ("data", "POST" | "PUT", _) => {
-            let body = json_object(body, limit).await?;
-            let data = match body.get("data") {
-                Some(Value::Object(m)) => m.clone(),
-                Some(Value::Null) | None => {
-                    return Err(ApiError::bad_request("no data provided"));
-                }
-                Some(_) => return Err(ApiError::bad_request("data must be a JSON object")),
-            };
-            let cas = match body.get("options") {
-                Some(Value::Object(o)) => opt_u64(o, "cas")?,
-                Some(Value::Null) | None => None,
-                Some(_) => return Err(ApiError::bad_request("options must be a JSON object")),
-            };
+    access.answer(
+        async {
+            let (data, cas) = data_and_cas(&req.object()?, false)?;
+            let store = store(&state)?;
             let m =
                 blocking(move || Ok(KvEngine::new(&*store, MOUNT).write(&path, data, cas, now)?))
                     .await?;
-            Ok(ok(serde_json::to_value(m).unwrap_or(Value::Null)))
+            metadata_answer(&m)
         }
-        ("data", "PATCH", _) => {
-            let body = json_object(body, limit).await?;
-            let data = match body.get("data") {
-                Some(Value::Object(m)) => m.clone(),
-                _ => return Err(ApiError::bad_request("no data provided")),
-            };
-            let cas = match body.get("options") {
-                Some(Value::Object(o)) => opt_u64(o, "cas")?,
-                _ => None,
-            };
+        .await,
+    )
+}
+
+fn metadata_answer<T: serde::Serialize>(m: &T) -> Result<Response, ApiError> {
+    let v = serde_json::to_value(m).map_err(|e| ApiError::internal(format!("metadata: {e}")))?;
+    Ok(ok(v))
+}
+
+/// `PATCH data/:path`: a JSON merge patch of the latest version.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Patch);
+    let now = OffsetDateTime::now_utc();
+    access.answer(
+        async {
+            let (data, cas) = data_and_cas(&req.object()?, true)?;
+            let store = store(&state)?;
             let m =
                 blocking(move || Ok(KvEngine::new(&*store, MOUNT).patch(&path, data, cas, now)?))
                     .await?;
-            Ok(ok(serde_json::to_value(m).unwrap_or(Value::Null)))
+            metadata_answer(&m)
         }
-        ("data", "DELETE", _) => {
+        .await,
+    )
+}
+
+/// `DELETE data/:path`: soft-deletes the latest version.
+pub async fn delete_latest(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Delete);
+    let now = OffsetDateTime::now_utc();
+    access.answer(
+        async {
+            let store = store(&state)?;
             blocking(move || Ok(KvEngine::new(&*store, MOUNT).delete_latest(&path, now)?)).await?;
             Ok(no_content())
         }
-        (action @ ("delete" | "undelete" | "destroy"), "POST" | "PUT", _) => {
-            let body = json_object(body, limit).await?;
-            let vs = versions(&body)?;
-            let action = action.to_owned();
+        .await,
+    )
+}
+
+#[derive(Clone, Copy)]
+enum VersionsAction {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+async fn act_on_versions(
+    state: Arc<AppState>,
+    path: String,
+    req: VaultRequest,
+    action: VersionsAction,
+) -> Answer {
+    let access = admit!(state, req, Operation::Update);
+    let now = OffsetDateTime::now_utc();
+    access.answer(
+        async {
+            let vs = versions(&req.object()?)?;
+            let store = store(&state)?;
             blocking(move || {
                 let kv = KvEngine::new(&*store, MOUNT);
-                match action.as_str() {
-                    "delete" => kv.delete_versions(&path, &vs, now)?,
-                    "undelete" => kv.undelete_versions(&path, &vs, now)?,
-                    _ => kv.destroy_versions(&path, &vs, now)?,
+                match action {
+                    VersionsAction::Delete => kv.delete_versions(&path, &vs, now)?,
+                    VersionsAction::Undelete => kv.undelete_versions(&path, &vs, now)?,
+                    VersionsAction::Destroy => kv.destroy_versions(&path, &vs, now)?,
                 }
                 Ok(())
             })
             .await?;
             Ok(no_content())
         }
-        ("metadata", "GET", _) => {
-            let m =
-                read_now(move || Ok(KvEngine::new(&*store, MOUNT).read_metadata(&path)?)).await?;
-            Ok(ok(serde_json::to_value(m).unwrap_or(Value::Null)))
-        }
-        ("metadata", "POST" | "PUT" | "PATCH", _) => {
-            let body = json_object(body, limit).await?;
-            let custom_metadata = match body.get("custom_metadata") {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(m)) => {
-                    let mut out = BTreeMap::new();
-                    for (k, v) in m {
-                        match v {
-                            Value::String(s) => {
-                                out.insert(k.clone(), s.clone());
-                            }
-                            _ => {
-                                return Err(ApiError::bad_request(format!(
-                                    "custom_metadata values must be strings (key {k:?})"
-                                )));
-                            }
-                        }
+        .await,
+    )
+}
+
+/// `POST`/`PUT delete/:path` with `versions`.
+pub async fn delete_versions(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    act_on_versions(state, path, req, VersionsAction::Delete).await
+}
+
+/// `POST`/`PUT undelete/:path` with `versions`.
+pub async fn undelete_versions(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    act_on_versions(state, path, req, VersionsAction::Undelete).await
+}
+
+/// `POST`/`PUT destroy/:path` with `versions`.
+pub async fn destroy_versions(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    act_on_versions(state, path, req, VersionsAction::Destroy).await
+}
+
+/// `GET metadata/:path`.
+pub async fn read_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Read);
+    access.answer((|| {
+        let m = KvEngine::new(&*store(&state)?, MOUNT).read_metadata(&path)?;
+        metadata_answer(&m)
+    })())
+}
+
+fn metadata_update(body: &Map<String, Value>) -> Result<MetadataUpdate, ApiError> {
+    let custom_metadata = match body.get("custom_metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
                     }
-                    Some(out)
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "custom_metadata values must be strings (key {k:?})"
+                        )));
+                    }
                 }
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "custom_metadata must be a JSON object",
-                    ));
-                }
-            };
-            let cas_required = match body.get("cas_required") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(Value::String(s)) => Some(s == "true"),
-                Some(_) => return Err(ApiError::bad_request("cas_required must be a boolean")),
-            };
-            let update = MetadataUpdate {
-                max_versions: opt_u64(&body, "max_versions")?,
-                cas_required,
-                delete_version_after: opt_duration_secs(&body, "delete_version_after")?,
-                custom_metadata,
-            };
+            }
+            Some(out)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "custom_metadata must be a JSON object",
+            ));
+        }
+    };
+    let cas_required = match body.get("cas_required") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) => Some(s == "true"),
+        Some(_) => return Err(ApiError::bad_request("cas_required must be a boolean")),
+    };
+    Ok(MetadataUpdate {
+        max_versions: opt_u64(body, "max_versions")?,
+        cas_required,
+        delete_version_after: opt_duration_secs(body, "delete_version_after")?,
+        custom_metadata,
+    })
+}
+
+/// `POST`/`PUT`/`PATCH metadata/:path`.
+pub async fn write_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let op = req.op;
+    let access = admit!(state, req, op);
+    let now = OffsetDateTime::now_utc();
+    access.answer(
+        async {
+            let update = metadata_update(&req.object()?)?;
+            let store = store(&state)?;
             blocking(
                 move || Ok(KvEngine::new(&*store, MOUNT).write_metadata(&path, &update, now)?),
             )
             .await?;
             Ok(no_content())
         }
-        ("metadata", "DELETE", _) => {
+        .await,
+    )
+}
+
+/// `DELETE metadata/:path`: the secret and every version.
+pub async fn delete_all(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Delete);
+    access.answer(
+        async {
+            let store = store(&state)?;
             blocking(move || Ok(KvEngine::new(&*store, MOUNT).delete_all(&path)?)).await?;
             Ok(no_content())
         }
-        ("config", "GET", _) if path.is_empty() => {
-            let c = read_now(move || Ok(KvEngine::new(&*store, MOUNT).config()?)).await?;
-            Ok(ok(json!({
-                "cas_required": c.cas_required,
-                "delete_version_after": crate::kv::go_duration(c.delete_version_after),
-                "max_versions": c.max_versions,
-            })))
-        }
-        ("config", "POST" | "PUT", _) if path.is_empty() => {
-            let body = json_object(body, limit).await?;
+        .await,
+    )
+}
+
+/// `GET config`.
+pub async fn read_config(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, Operation::Read);
+    access.answer((|| {
+        let c = KvEngine::new(&*store(&state)?, MOUNT).config()?;
+        Ok(ok(json!({
+            "cas_required": c.cas_required,
+            "delete_version_after": crate::kv::go_duration(c.delete_version_after),
+            "max_versions": c.max_versions,
+        })))
+    })())
+}
+
+/// `POST`/`PUT config`.
+pub async fn write_config(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, Operation::Update);
+    access.answer(
+        async {
+            let body = req.object()?;
             let max_versions = opt_u64(&body, "max_versions")?;
             let dva = opt_duration_secs(&body, "delete_version_after")?;
             let cas_required = match body.get("cas_required") {
@@ -235,6 +382,7 @@ pub async fn handle(
                 Some(Value::Bool(b)) => Some(*b),
                 Some(_) => return Err(ApiError::bad_request("cas_required must be a boolean")),
             };
+            let store = store(&state)?;
             blocking(move || {
                 let kv = KvEngine::new(&*store, MOUNT);
                 let mut c: MountConfig = kv.config()?;
@@ -252,12 +400,6 @@ pub async fn handle(
             .await?;
             Ok(no_content())
         }
-        ("data" | "metadata" | "delete" | "undelete" | "destroy" | "config", _, _) => {
-            Err(method_not_allowed())
-        }
-        _ => Err(ApiError::client(
-            StatusCode::NOT_FOUND,
-            format!("no handler for route \"{MOUNT}/{rest}\""),
-        )),
-    }
+        .await,
+    )
 }

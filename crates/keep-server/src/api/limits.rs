@@ -16,11 +16,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use metrics::{counter, describe_counter};
 
 use crate::api::error::ApiError;
+use crate::api::reply::early;
 use crate::state::AppState;
 
 /// The longest request path accepted, in bytes (`/v1/` included). Every storage key is derived
@@ -47,7 +48,7 @@ pub fn describe_metrics() {
 
 fn refused(reason: &'static str, status: StatusCode, msg: String) -> Response {
     counter!(REQUESTS_REFUSED, "reason" => reason).increment(1);
-    ApiError::client(status, msg).into_response()
+    early(ApiError::client(status, msg))
 }
 
 /// The path-length check of [`guard_path`](super::guard_path): `Some(response)` when too long.
@@ -96,7 +97,7 @@ pub async fn guard_body(State(state): State<Arc<AppState>>, req: Request, next: 
         Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(limit, None),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "the request body could not be read");
-            return ApiError::bad_request("the request body could not be read").into_response();
+            return early(ApiError::bad_request("the request body could not be read"));
         }
         Err(_elapsed) => {
             return refused(

@@ -18,60 +18,70 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroize;
 
-use crate::api::audit_layer;
-use crate::api::body::json_object;
-use crate::api::envelope::{no_content, request_id};
+use crate::api::blocking;
+use crate::api::envelope::{envelope, no_content};
 use crate::api::error::ApiError;
-use crate::api::{Operation, blocking, principal, read_now, require};
+use crate::api::reply::{Answer, Facts};
+use crate::api::request::{Operation, VaultRequest};
+use crate::auth::access::{self, Access};
 use crate::auth::role::{boolean, string_list, ttl};
 use crate::auth::validate_role_name;
 use crate::pki::metrics::{self as pki_metrics, RenewalOutcome};
 use crate::pki::{IssuedCert, NameRequest, Pki, TidyOptions};
-use crate::state::{AppState, Caller, PeerAddr};
+use crate::state::AppState;
 
 /// The mount keep serves the PKI engine at.
 pub const MOUNT: &str = "pki";
 
-/// Query parameters PKI endpoints read.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct PkiQuery {
-    list: Option<String>,
+/// The PKI mount, or the 404 of a server without one (`pki:` not configured).
+fn mount(state: &AppState, req: &VaultRequest) -> Result<Arc<Pki>, ApiError> {
+    state.pki.clone().ok_or_else(|| {
+        ApiError::client(
+            StatusCode::NOT_FOUND,
+            format!("no handler for route \"{}\"", req.path),
+        )
+    })
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
+fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
+    state.store().ok_or_else(ApiError::sealed)
 }
 
-fn no_route(rest: &str) -> ApiError {
-    ApiError::client(
-        StatusCode::NOT_FOUND,
-        format!("no handler for route \"{MOUNT}/{rest}\""),
-    )
-}
-
-/// 200 with Vault's envelope around `data`, and `warnings` when there are any.
+/// 200 (or `status`) with Vault's envelope around `data`, and `warnings` when there are any.
 fn answer(status: StatusCode, data: Value, warnings: Vec<String>) -> Response {
-    let body = json!({
-        "request_id": request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
-        "auth": null,
-        "mount_type": "pki",
-    });
-    (status, axum::Json(body)).into_response()
+    envelope(status, data, warnings, Value::Null)
+}
+
+/// The mount and an admitted request for `op` on `path`, or the answer refusing it.
+async fn admit(
+    state: &Arc<AppState>,
+    req: &VaultRequest,
+    path: &str,
+    op: Operation,
+) -> Result<(Arc<Pki>, Access), Answer> {
+    let pki = mount(state, req).map_err(Answer::error)?;
+    let access = access::admit(state, req, path, op)
+        .await
+        .map_err(Answer::from)?;
+    Ok((pki, access))
+}
+
+/// [`admit`] inside a handler: the refusal is the handler's answer.
+macro_rules! admitted {
+    ($e:expr) => {
+        match $e.await {
+            Ok(v) => v,
+            Err(answer) => return answer,
+        }
+    };
 }
 
 fn raw(content_type: &'static str, body: impl Into<Body>) -> Response {
@@ -206,315 +216,420 @@ fn issued_json(pki: &Pki, issued: &IssuedCert) -> Map<String, Value> {
     m
 }
 
-/// Entry point for every `/v1/pki/*` request.
-#[allow(clippy::too_many_arguments)] // axum extractors: each is one piece of the request
-pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    Path(rest): Path<String>,
-    Query(q): Query<PkiQuery>,
-    headers: HeaderMap,
-    caller: Option<Extension<Caller>>,
-    addr: Option<Extension<PeerAddr>>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let Some(pki) = state.pki.clone() else {
-        return Err(no_route(&rest));
-    };
-    let caller = caller.map(|c| c.0);
-    let addr = addr.map(|a| a.0.0);
-    let list = method.as_str() == "LIST"
-        || (method == Method::GET && q.list.as_deref().is_some_and(|v| v == "true" || v == "1"));
-    let path = rest.trim_end_matches('/').to_owned();
-    let parts: Vec<&str> = path.split('/').collect();
-    let m = method.as_str();
-    let limit = state.limits.max_request_bytes;
-    let now = OffsetDateTime::now_utc();
-
-    // Unauthenticated reads, as in Vault (the mTLS connection is still required).
-    match (parts.as_slice(), m, list) {
-        (["ca", "pem"], "GET", false) => {
-            return Ok(raw(
-                "application/pem-certificate-chain",
-                pki.issuing_ca_pem().to_owned(),
-            ));
-        }
-        (["ca"], "GET", false) => {
-            return Ok(raw("application/pkix-cert", pki.issuing_ca_der().to_vec()));
-        }
-        (["ca_chain"], "GET", false) => {
-            return Ok(raw(
-                "application/pem-certificate-chain",
-                pki.ca_chain().concat(),
-            ));
-        }
-        (["cert", "ca"], "GET", false) => {
-            return Ok(answer(
-                StatusCode::OK,
-                json!({"certificate": pki.issuing_ca_pem(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
-                vec![],
-            ));
-        }
-        (["cert", "ca_chain"], "GET", false) => {
-            return Ok(answer(
-                StatusCode::OK,
-                json!({"certificate": pki.ca_chain().concat(), "ca_chain": pki.ca_chain(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
-                vec![],
-            ));
-        }
-        (["crl"] | ["crl", "pem"] | ["cert", "crl"], "GET", false) => {
-            let store = state.store().ok_or_else(ApiError::sealed)?;
-            let p = pki.clone();
-            // Usually the cached CRL; a build (signing, a TLS swap) only when none is current.
-            let crl = blocking(move || Ok(p.crl(&*store, now)?)).await?;
-            return Ok(match parts.as_slice() {
-                ["crl"] => raw("application/pkix-crl", crl.der.clone()),
-                ["crl", "pem"] => raw("application/x-pem-file", crl.pem()),
-                _ => answer(
-                    StatusCode::OK,
-                    json!({"certificate": crl.pem(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
-                    vec![],
-                ),
-            });
-        }
-        (["renew"], "POST" | "PUT", false) => {
-            return renew(&state, &pki, caller.as_ref(), addr, body, limit, now).await;
-        }
-        (["renew"], _, _) => return Err(method_not_allowed()),
-        _ => {}
-    }
-
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let who = principal(&state, caller.as_ref(), addr.as_ref(), &headers).await?;
-    let acl_path = format!("{MOUNT}/{rest}");
-    match (parts.as_slice(), m, list) {
-        (["roles"], _, true) => {
-            // As Vault: a list's ACL path ends in '/', however the client spelled it.
-            require(&state, &who, "pki/roles/", Operation::List).await?;
-            let names = read_now(move || Ok(pki.role_names(&*store)?)).await?;
-            if names.is_empty() {
-                return Err(ApiError::not_found());
-            }
-            Ok(answer(StatusCode::OK, json!({ "keys": names }), vec![]))
-        }
-        (["roles", name], _, false) => {
-            let name = (*name).to_owned();
-            validate_role_name(&name).map_err(ApiError::bad_request)?;
-            let existing = {
-                let (p, s, n) = (pki.clone(), store.clone(), name.clone());
-                read_now(move || Ok(p.role(&*s, &n)?)).await?
-            };
-            match m {
-                "GET" => {
-                    require(&state, &who, &acl_path, Operation::Read).await?;
-                    let role = existing.ok_or_else(ApiError::not_found)?;
-                    Ok(answer(StatusCode::OK, role.to_json(), vec![]))
-                }
-                "POST" | "PUT" => {
-                    let op = if existing.is_some() {
-                        Operation::Update
-                    } else {
-                        Operation::Create
-                    };
-                    require(&state, &who, &acl_path, op).await?;
-                    let body = json_object(body, limit).await?;
-                    let mut role = existing.unwrap_or_default();
-                    role.apply(&body).map_err(bad)?;
-                    let data = role.to_json();
-                    let mut warnings = Vec::new();
-                    if role.allow_any_name {
-                        warnings.push(format!(
-                            "role {name:?} has allow_any_name: it signs any host name its callers ask for"
-                        ));
-                    }
-                    blocking(move || Ok(pki.put_role(&*store, &name, &role)?)).await?;
-                    Ok(answer(StatusCode::OK, data, warnings))
-                }
-                "DELETE" => {
-                    require(&state, &who, &acl_path, Operation::Delete).await?;
-                    blocking(move || Ok(pki.delete_role(&*store, &name)?)).await?;
-                    Ok(no_content())
-                }
-                _ => Err(method_not_allowed()),
-            }
-        }
-        ([op @ ("sign" | "issue"), role_name], "POST" | "PUT", false) => {
-            require(&state, &who, &acl_path, Operation::Update).await?;
-            let body = json_object(body, limit).await?;
-            check_fields(&body, &SIGN_FIELDS, &SIGN_TOLERATED)?;
-            let req = name_request(&body)?;
-            let role_name = (*role_name).to_owned();
-            if *op == "sign" {
-                let csr = opt_string(&body, "csr")?.unwrap_or_default();
-                let p = pki.clone();
-                let issued =
-                    blocking(move || Ok(p.sign(&*store, &role_name, &csr, &req, now)?)).await?;
-                let data = issued_json(&pki, &issued);
-                Ok(answer(StatusCode::OK, Value::Object(data), issued.warnings))
-            } else {
-                if body.contains_key("csr") {
-                    return Err(ApiError::bad_request(
-                        "pki/issue generates the key; to have a CSR signed, use pki/sign",
-                    ));
-                }
-                let p = pki.clone();
-                let (issued, key) =
-                    blocking(move || Ok(p.issue(&*store, &role_name, &req, now)?)).await?;
-                let mut data = issued_json(&pki, &issued);
-                let key_type = match key.key_type() {
-                    keep_pki::KeyType::Rsa { .. } => "rsa",
-                    keep_pki::KeyType::Ed25519 => "ed25519",
-                    _ => "ec",
-                };
-                // Sent once, never stored or logged; the audit layer HMACs it like any value.
-                let mut pem = key.to_pem_plaintext().to_string();
-                data.insert("private_key".into(), Value::String(pem.clone()));
-                pem.zeroize();
-                data.insert("private_key_type".into(), json!(key_type));
-                Ok(answer(StatusCode::OK, Value::Object(data), issued.warnings))
-            }
-        }
-        (["revoke"], "POST" | "PUT", false) => {
-            require(&state, &who, &acl_path, Operation::Update).await?;
-            let body = json_object(body, limit).await?;
-            check_fields(&body, &["serial_number", "certificate"], &["issuer_ref"])?;
-            let t = match (
-                opt_string(&body, "serial_number")?,
-                opt_string(&body, "certificate")?,
-            ) {
-                (Some(serial), None) => {
-                    blocking(move || Ok(pki.revoke(&*store, &serial, now)?)).await?
-                }
-                // By certificate: also one this issuer signed that is not in the inventory.
-                (None, Some(pem)) => {
-                    blocking(move || Ok(pki.revoke_certificate(&*store, &pem, now)?)).await?
-                }
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "give exactly one of serial_number or certificate",
-                    ));
-                }
-            };
-            Ok(answer(
-                StatusCode::OK,
-                json!({"revocation_time": t, "revocation_time_rfc3339": rfc3339(t), "state": "revoked"}),
-                vec![],
-            ))
-        }
-        (["certs"], _, true) => {
-            require(&state, &who, "pki/certs/", Operation::List).await?;
-            let keys = read_now(move || Ok(pki.serials(&*store)?)).await?;
-            if keys.is_empty() {
-                return Err(ApiError::not_found());
-            }
-            Ok(answer(StatusCode::OK, json!({ "keys": keys }), vec![]))
-        }
-        (["cert", serial], "GET", false) => {
-            require(&state, &who, &acl_path, Operation::Read).await?;
-            let serial = (*serial).to_owned();
-            let r = read_now(move || Ok(pki.record(&*store, &serial)?))
-                .await?
-                .ok_or_else(ApiError::not_found)?;
-            Ok(answer(
-                StatusCode::OK,
-                json!({
-                    "certificate": r.certificate,
-                    "serial_number": r.serial_number,
-                    "revocation_time": r.revocation_time,
-                    "revocation_time_rfc3339": rfc3339(r.revocation_time),
-                    "not_before": rfc3339(r.not_before),
-                    "not_after": rfc3339(r.not_after),
-                    "role": r.role,
-                    "subject": r.subject,
-                    "revoked": r.revocation_time != 0,
-                    "renewed_from": r.renewed_from,
-                }),
-                vec![],
-            ))
-        }
-        (["tidy"], "POST" | "PUT", false) => {
-            require(&state, &who, &acl_path, Operation::Update).await?;
-            let body = json_object(body, limit).await?;
-            check_fields(
-                &body,
-                &["tidy_cert_store", "tidy_revoked_certs", "safety_buffer"],
-                &[
-                    "tidy_revoked_cert_issuer_associations",
-                    "tidy_expired_issuers",
-                    "tidy_move_legacy_ca_bundle",
-                    "tidy_revocation_queue",
-                    "tidy_cross_cluster_revoked_certs",
-                    "tidy_acme",
-                    "pause_duration",
-                ],
-            )?;
-            let opts = TidyOptions {
-                tidy_cert_store: boolean(&body, "tidy_cert_store")
-                    .map_err(bad)?
-                    .unwrap_or(false),
-                tidy_revoked_certs: boolean(&body, "tidy_revoked_certs")
-                    .map_err(bad)?
-                    .unwrap_or(false),
-                safety_buffer: ttl(&body, "safety_buffer")
-                    .map_err(bad)?
-                    .unwrap_or(72 * 3600),
-            };
-            if !opts.tidy_cert_store && !opts.tidy_revoked_certs {
-                return Err(ApiError::bad_request(
-                    "nothing to tidy: set tidy_cert_store and/or tidy_revoked_certs to true",
-                ));
-            }
-            let report = blocking(move || Ok(pki.tidy(&*store, opts, now)?)).await?;
-            Ok(answer(
-                StatusCode::ACCEPTED,
-                serde_json::to_value(report).unwrap_or(Value::Null),
-                vec!["Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.".into()],
-            ))
-        }
-        (["roles" | "certs" | "revoke" | "tidy"], _, _)
-        | (["roles" | "sign" | "issue" | "cert", _], _, _) => Err(method_not_allowed()),
-        _ => Err(no_route(&rest)),
-    }
+/// Unauthenticated reads, as in Vault (the mTLS connection is still required): the issuing
+/// CA and chain, in the forms Vault serves them.
+async fn public(state: &AppState, req: &VaultRequest, f: impl FnOnce(&Pki) -> Response) -> Answer {
+    Answer::new(Facts::default(), mount(state, req).map(|pki| f(&pki)))
 }
 
-/// `POST /v1/pki/renew` with `{"csr": PEM}`: a new certificate with the identity of the
+/// `GET pki/ca/pem`.
+pub async fn ca_pem(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    public(&state, &req, |pki| {
+        raw(
+            "application/pem-certificate-chain",
+            pki.issuing_ca_pem().to_owned(),
+        )
+    })
+    .await
+}
+
+/// `GET pki/ca` (DER).
+pub async fn ca_der(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    public(&state, &req, |pki| {
+        raw("application/pkix-cert", pki.issuing_ca_der().to_vec())
+    })
+    .await
+}
+
+/// `GET pki/ca_chain`.
+pub async fn ca_chain(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    public(&state, &req, |pki| {
+        raw("application/pem-certificate-chain", pki.ca_chain().concat())
+    })
+    .await
+}
+
+/// `GET pki/cert/ca`.
+pub async fn cert_ca(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    public(&state, &req, |pki| {
+        answer(
+            StatusCode::OK,
+            json!({"certificate": pki.issuing_ca_pem(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
+            vec![],
+        )
+    })
+    .await
+}
+
+/// `GET pki/cert/ca_chain`.
+pub async fn cert_ca_chain(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    public(&state, &req, |pki| {
+        answer(
+            StatusCode::OK,
+            json!({"certificate": pki.ca_chain().concat(), "ca_chain": pki.ca_chain(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
+            vec![],
+        )
+    })
+    .await
+}
+
+#[derive(Clone, Copy)]
+enum CrlForm {
+    Der,
+    Pem,
+    Json,
+}
+
+/// The CRL, in one of its forms (unauthenticated, as in Vault).
+async fn crl(state: Arc<AppState>, req: VaultRequest, form: CrlForm) -> Answer {
+    let result = async {
+        let pki = mount(&state, &req)?;
+        let store = store(&state)?;
+        let now = OffsetDateTime::now_utc();
+        // Usually the cached CRL; a build (signing, a TLS swap) only when none is current.
+        let crl = blocking(move || Ok(pki.crl(&*store, now)?)).await?;
+        Ok(match form {
+            CrlForm::Der => raw("application/pkix-crl", crl.der.clone()),
+            CrlForm::Pem => raw("application/x-pem-file", crl.pem()),
+            CrlForm::Json => answer(
+                StatusCode::OK,
+                json!({"certificate": crl.pem(), "revocation_time": 0, "revocation_time_rfc3339": ""}),
+                vec![],
+            ),
+        })
+    }
+    .await;
+    Answer::new(Facts::default(), result)
+}
+
+/// `GET pki/crl` (DER).
+pub async fn crl_der(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    crl(state, req, CrlForm::Der).await
+}
+
+/// `GET pki/crl/pem`.
+pub async fn crl_pem(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    crl(state, req, CrlForm::Pem).await
+}
+
+/// `GET pki/cert/crl`.
+pub async fn cert_crl(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    crl(state, req, CrlForm::Json).await
+}
+
+/// `LIST pki/roles`.
+pub async fn list_roles(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    // As Vault: a list's ACL path ends in '/', however the client spelled it.
+    let (pki, access) = admitted!(admit(&state, &req, "pki/roles/", Operation::List));
+    access.answer((|| {
+        let names = pki.role_names(&*store(&state)?)?;
+        if names.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(answer(StatusCode::OK, json!({ "keys": names }), vec![]))
+    })())
+}
+
+/// `GET pki/roles/:name`.
+pub async fn read_role(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Read));
+    access.answer((|| {
+        validate_role_name(&name).map_err(ApiError::bad_request)?;
+        let role = pki
+            .role(&*store(&state)?, &name)?
+            .ok_or_else(ApiError::not_found)?;
+        Ok(answer(StatusCode::OK, role.to_json(), vec![]))
+    })())
+}
+
+/// `POST`/`PUT pki/roles/:name`: `create` for a new role, `update` for an existing one.
+pub async fn write_role(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let pki = match mount(&state, &req) {
+        Ok(p) => p,
+        Err(e) => return Answer::error(e),
+    };
+    if let Err(e) = validate_role_name(&name) {
+        return Answer::error(ApiError::bad_request(e));
+    }
+    let existing = match store(&state).and_then(|s| Ok(pki.role(&*s, &name)?)) {
+        Ok(r) => r,
+        Err(e) => return Answer::error(e),
+    };
+    let op = if existing.is_some() {
+        Operation::Update
+    } else {
+        Operation::Create
+    };
+    let access = match access::admit(&state, &req, &req.path, op).await {
+        Ok(a) => a,
+        Err(denied) => return Answer::from(denied),
+    };
+    let result = async {
+        let body = req.object()?;
+        let mut role = existing.unwrap_or_default();
+        role.apply(&body).map_err(bad)?;
+        let data = role.to_json();
+        let mut warnings = Vec::new();
+        if role.allow_any_name {
+            warnings.push(format!(
+                "role {name:?} has allow_any_name: it signs any host name its callers ask for"
+            ));
+        }
+        let store = store(&state)?;
+        blocking(move || Ok(pki.put_role(&*store, &name, &role)?)).await?;
+        Ok(answer(StatusCode::OK, data, warnings))
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `DELETE pki/roles/:name`.
+pub async fn delete_role(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Delete));
+    let result = async {
+        validate_role_name(&name).map_err(ApiError::bad_request)?;
+        let store = store(&state)?;
+        blocking(move || Ok(pki.delete_role(&*store, &name)?)).await?;
+        Ok(no_content())
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `POST`/`PUT pki/sign/:role` with a CSR.
+pub async fn sign(
+    State(state): State<Arc<AppState>>,
+    Path(role_name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Update));
+    let result = async {
+        let body = req.object()?;
+        check_fields(&body, &SIGN_FIELDS, &SIGN_TOLERATED)?;
+        let name_req = name_request(&body)?;
+        let csr = opt_string(&body, "csr")?.unwrap_or_default();
+        let store = store(&state)?;
+        let p = pki.clone();
+        let now = OffsetDateTime::now_utc();
+        let issued =
+            blocking(move || Ok(p.sign(&*store, &role_name, &csr, &name_req, now)?)).await?;
+        let data = issued_json(&pki, &issued);
+        Ok(answer(StatusCode::OK, Value::Object(data), issued.warnings))
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `POST`/`PUT pki/issue/:role`: keep makes the key.
+pub async fn issue(
+    State(state): State<Arc<AppState>>,
+    Path(role_name): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Update));
+    let result = async {
+        let body = req.object()?;
+        check_fields(&body, &SIGN_FIELDS, &SIGN_TOLERATED)?;
+        let name_req = name_request(&body)?;
+        if body.contains_key("csr") {
+            return Err(ApiError::bad_request(
+                "pki/issue generates the key; to have a CSR signed, use pki/sign",
+            ));
+        }
+        let store = store(&state)?;
+        let p = pki.clone();
+        let now = OffsetDateTime::now_utc();
+        let (issued, key) =
+            blocking(move || Ok(p.issue(&*store, &role_name, &name_req, now)?)).await?;
+        let mut data = issued_json(&pki, &issued);
+        let key_type = match key.key_type() {
+            keep_pki::KeyType::Rsa { .. } => "rsa",
+            keep_pki::KeyType::Ed25519 => "ed25519",
+            _ => "ec",
+        };
+        // Sent once, never stored or logged; the audit log HMACs it like any value.
+        let mut pem = key.to_pem_plaintext().to_string();
+        data.insert("private_key".into(), Value::String(pem.clone()));
+        pem.zeroize();
+        data.insert("private_key_type".into(), json!(key_type));
+        Ok(answer(StatusCode::OK, Value::Object(data), issued.warnings))
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `POST`/`PUT pki/revoke` by `serial_number` or `certificate`.
+pub async fn revoke(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Update));
+    let result = async {
+        let body = req.object()?;
+        check_fields(&body, &["serial_number", "certificate"], &["issuer_ref"])?;
+        let store = store(&state)?;
+        let now = OffsetDateTime::now_utc();
+        let t = match (
+            opt_string(&body, "serial_number")?,
+            opt_string(&body, "certificate")?,
+        ) {
+            (Some(serial), None) => {
+                blocking(move || Ok(pki.revoke(&*store, &serial, now)?)).await?
+            }
+            // By certificate: also one this issuer signed that is not in the inventory.
+            (None, Some(pem)) => {
+                blocking(move || Ok(pki.revoke_certificate(&*store, &pem, now)?)).await?
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give exactly one of serial_number or certificate",
+                ));
+            }
+        };
+        Ok(answer(
+            StatusCode::OK,
+            json!({"revocation_time": t, "revocation_time_rfc3339": rfc3339(t), "state": "revoked"}),
+            vec![],
+        ))
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `LIST pki/certs`.
+pub async fn list_certs(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, "pki/certs/", Operation::List));
+    access.answer((|| {
+        let keys = pki.serials(&*store(&state)?)?;
+        if keys.is_empty() {
+            return Err(ApiError::not_found());
+        }
+        Ok(answer(StatusCode::OK, json!({ "keys": keys }), vec![]))
+    })())
+}
+
+/// `GET pki/cert/:serial`.
+pub async fn read_cert(
+    State(state): State<Arc<AppState>>,
+    Path(serial): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Read));
+    access.answer((|| {
+        let r = pki
+            .record(&*store(&state)?, &serial)?
+            .ok_or_else(ApiError::not_found)?;
+        Ok(answer(
+            StatusCode::OK,
+            json!({
+                "certificate": r.certificate,
+                "serial_number": r.serial_number,
+                "revocation_time": r.revocation_time,
+                "revocation_time_rfc3339": rfc3339(r.revocation_time),
+                "not_before": rfc3339(r.not_before),
+                "not_after": rfc3339(r.not_after),
+                "role": r.role,
+                "subject": r.subject,
+                "revoked": r.revocation_time != 0,
+                "renewed_from": r.renewed_from,
+            }),
+            vec![],
+        ))
+    })())
+}
+
+/// `POST`/`PUT pki/tidy`.
+pub async fn tidy(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let (pki, access) = admitted!(admit(&state, &req, &req.path, Operation::Update));
+    let result = async {
+        let body = req.object()?;
+        check_fields(
+            &body,
+            &["tidy_cert_store", "tidy_revoked_certs", "safety_buffer"],
+            &[
+                "tidy_revoked_cert_issuer_associations",
+                "tidy_expired_issuers",
+                "tidy_move_legacy_ca_bundle",
+                "tidy_revocation_queue",
+                "tidy_cross_cluster_revoked_certs",
+                "tidy_acme",
+                "pause_duration",
+            ],
+        )?;
+        let opts = TidyOptions {
+            tidy_cert_store: boolean(&body, "tidy_cert_store")
+                .map_err(bad)?
+                .unwrap_or(false),
+            tidy_revoked_certs: boolean(&body, "tidy_revoked_certs")
+                .map_err(bad)?
+                .unwrap_or(false),
+            safety_buffer: ttl(&body, "safety_buffer")
+                .map_err(bad)?
+                .unwrap_or(72 * 3600),
+        };
+        if !opts.tidy_cert_store && !opts.tidy_revoked_certs {
+            return Err(ApiError::bad_request(
+                "nothing to tidy: set tidy_cert_store and/or tidy_revoked_certs to true",
+            ));
+        }
+        let store = store(&state)?;
+        let now = OffsetDateTime::now_utc();
+        let report = blocking(move || Ok(pki.tidy(&*store, opts, now)?)).await?;
+        let report = serde_json::to_value(report)
+            .map_err(|e| ApiError::internal(format!("tidy report: {e}")))?;
+        Ok(answer(
+            StatusCode::ACCEPTED,
+            report,
+            vec!["Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.".into()],
+        ))
+    }
+    .await;
+    access.answer(result)
+}
+
+/// `POST pki/renew` with `{"csr": PEM}`: a new certificate with the identity of the
 /// connection's own client certificate. No token: the verified certificate is the credential.
-async fn renew(
-    state: &Arc<AppState>,
-    pki: &Arc<Pki>,
-    caller: Option<&Caller>,
-    addr: Option<std::net::SocketAddr>,
-    body: Body,
-    limit: usize,
-    now: OffsetDateTime,
-) -> Result<Response, ApiError> {
+pub async fn renew(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let pki = match mount(&state, &req) {
+        Ok(p) => p,
+        Err(e) => return Answer::error(e),
+    };
+    let mut facts = Facts::default();
     let result: Result<Response, ApiError> = async {
-        let peer = caller.map(|c| c.0.clone()).ok_or_else(|| {
+        let peer = req.peer.clone().ok_or_else(|| {
             ApiError::client(
                 StatusCode::FORBIDDEN,
                 "renewal needs the client certificate to be renewed on the connection",
             )
         })?;
-        let body = json_object(body, limit).await?;
+        let body = req.object()?;
         check_fields(&body, &["csr"], &[])?;
         let csr = opt_string(&body, "csr")?.unwrap_or_default();
-        let store = state.store().ok_or_else(ApiError::sealed)?;
+        let store = store(&state)?;
         let p = pki.clone();
         let serial = peer.serial.clone();
+        let now = OffsetDateTime::now_utc();
         let issued = blocking(move || Ok(p.renew(&*store, &peer, &csr, now)?)).await?;
-        audit_layer::note(|c| {
-            c.role = Some(issued.record.role.clone());
-            c.decision = Some((
-                true,
-                format!(
-                    "renewal of {serial} by its holder: new serial {}",
-                    issued.record.serial_number
-                ),
-            ));
-        });
+        facts.role = Some(issued.record.role.clone());
+        facts.decision = Some((
+            true,
+            format!(
+                "renewal of {serial} by its holder: new serial {}",
+                issued.record.serial_number
+            ),
+        ));
         Ok(answer(
             StatusCode::OK,
-            Value::Object(issued_json(pki, &issued)),
+            Value::Object(issued_json(&pki, &issued)),
             issued.warnings,
         ))
     }
@@ -528,23 +643,23 @@ async fn renew(
             } else {
                 let reason = e.errors.first().cloned().unwrap_or_default();
                 tracing::info!(target: "keep::pki", reason = %reason, "renewal refused");
-                audit_layer::note(|c| {
-                    c.decision = Some((false, format!("renewal refused: {reason}")))
-                });
+                facts.decision = Some((false, format!("renewal refused: {reason}")));
                 pki_metrics::renewal(RenewalOutcome::Refused);
                 reason
             };
-            // A failing renewal is a security signal (issue 6): an expired or revoked
-            // certificate trying to extend itself, or an agent about to lose access.
-            let (subject, serial) = caller
-                .map(|c| (c.0.subject.clone(), c.0.serial.clone()))
+            // A failing renewal is a security signal: an expired or revoked certificate
+            // trying to extend itself, or an agent about to lose access.
+            let (subject, serial) = req
+                .peer
+                .as_ref()
+                .map(|p| (p.subject.clone(), p.serial.clone()))
                 .unwrap_or_default();
             state
                 .alerts
-                .renewal_failed(&subject, &serial, &reason, addr);
+                .renewal_failed(&subject, &serial, &reason, req.addr);
         }
     }
-    result
+    Answer::new(facts, result)
 }
 
 #[cfg(test)]

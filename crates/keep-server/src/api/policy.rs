@@ -2,163 +2,196 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::api::body::json_object;
+use crate::api::blocking;
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
-use crate::api::{Operation, Who, blocking, require};
+use crate::api::reply::Answer;
+use crate::api::request::{Operation, VaultRequest};
+use crate::auth::access;
 use crate::state::AppState;
 
-fn op_for(method: &Method, list: bool) -> Result<Operation, ApiError> {
-    Ok(match (method.as_str(), list) {
-        ("LIST", _) | ("GET", true) => Operation::List,
-        ("GET", false) => Operation::Read,
-        ("POST" | "PUT", _) => Operation::Update,
-        ("DELETE", _) => Operation::Delete,
-        _ => {
-            return Err(ApiError::client(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "unsupported operation",
-            ));
+/// Admits `req` for `op` on `path`, or returns the refusal from the handler.
+macro_rules! admit {
+    ($state:expr, $req:expr, $path:expr, $op:expr) => {
+        match access::admit(&$state, &$req, $path, $op).await {
+            Ok(a) => a,
+            Err(denied) => return Answer::from(denied),
         }
-    })
+    };
 }
 
-/// Query parameters.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct ListQuery {
-    list: Option<String>,
-}
-
-async fn names(state: &Arc<AppState>) -> Result<Vec<String>, ApiError> {
+fn names(state: &AppState) -> Result<Vec<String>, ApiError> {
     let store = state.store().ok_or_else(ApiError::sealed)?;
-    let st = state.clone();
-    blocking(move || {
-        st.policies
-            .names(&*store)
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await
+    Ok(state.policies.names(&*store)?)
+}
+
+/// The two spellings of the API: `sys/policies/acl/:name` answers `policy`, the older
+/// `sys/policy/:name` answers `rules`.
+#[derive(Clone, Copy)]
+enum Api {
+    Acl,
+    Legacy,
+}
+
+impl Api {
+    fn path(self, name: &str) -> String {
+        match self {
+            Api::Acl => format!("sys/policies/acl/{name}"),
+            Api::Legacy => format!("sys/policy/{name}"),
+        }
+    }
 }
 
 /// `LIST /v1/sys/policies/acl`.
-pub async fn list(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<Response, ApiError> {
-    require(&state, &who, "sys/policies/acl/", Operation::List).await?;
-    Ok(ok(json!({ "keys": names(&state).await? })))
+pub async fn list(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "sys/policies/acl/", Operation::List);
+    access.answer(names(&state).map(|n| ok(json!({ "keys": n }))))
 }
 
 /// `GET /v1/sys/policy` (older API): `{"keys": [...], "policies": [...]}`.
-pub async fn list_legacy(
-    State(state): State<Arc<AppState>>,
-    Who(who): Who,
-) -> Result<Response, ApiError> {
-    require(&state, &who, "sys/policy", Operation::Read).await?;
-    let n = names(&state).await?;
-    Ok(ok(json!({ "keys": n, "policies": n })))
+pub async fn list_legacy(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = admit!(state, req, "sys/policy", Operation::Read);
+    access.answer(names(&state).map(|n| ok(json!({ "keys": n, "policies": n }))))
 }
 
-async fn handle(
-    state: Arc<AppState>,
-    name: String,
-    method: Method,
-    list: bool,
-    who: crate::api::Principal,
-    body: Body,
-    legacy: bool,
-) -> Result<Response, ApiError> {
-    let op = op_for(&method, list)?;
-    let who_path = if legacy {
-        format!("sys/policy/{name}")
-    } else {
-        format!("sys/policies/acl/{name}")
-    };
-    if op == Operation::List {
-        require(&state, &who, &who_path, Operation::List).await?;
-        return Ok(ok(json!({ "keys": names(&state).await? })));
-    }
-    require(&state, &who, &who_path, op).await?;
-    keep_policy::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let store = state.store().ok_or_else(ApiError::sealed)?;
-    let st = state.clone();
-    match op {
-        Operation::Read => {
-            let n = name.clone();
-            let src = blocking(move || {
-                st.policies
-                    .source(&*store, &n)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            let src = src.ok_or_else(ApiError::not_found)?;
-            Ok(if legacy {
-                ok(json!({ "name": name, "rules": src }))
-            } else {
-                ok(json!({ "name": name, "policy": src }))
-            })
+async fn list_under(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
+    let access = admit!(state, req, &api.path(&name), Operation::List);
+    access.answer(names(&state).map(|n| ok(json!({ "keys": n }))))
+}
+
+async fn read_policy(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
+    let access = admit!(state, req, &api.path(&name), Operation::Read);
+    access.answer((|| {
+        keep_policy::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let store = state.store().ok_or_else(ApiError::sealed)?;
+        let src = state
+            .policies
+            .source(&*store, &name)?
+            .ok_or_else(ApiError::not_found)?;
+        Ok(match api {
+            Api::Legacy => ok(json!({ "name": name, "rules": src })),
+            Api::Acl => ok(json!({ "name": name, "policy": src })),
+        })
+    })())
+}
+
+async fn delete_policy(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
+    let access = admit!(state, req, &api.path(&name), Operation::Delete);
+    let result: Result<Response, ApiError> = async {
+        keep_policy::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !keep_policy::is_deletable(&name) {
+            return Err(ApiError::bad_request(format!(
+                "cannot delete the {name} policy"
+            )));
         }
-        Operation::Delete => {
-            if !keep_policy::is_deletable(&name) {
-                return Err(ApiError::bad_request(format!(
-                    "cannot delete the {name} policy"
-                )));
+        let store = state.store().ok_or_else(ApiError::sealed)?;
+        let st = state.clone();
+        blocking(move || Ok(st.policies.delete(&*store, &name)?)).await?;
+        Ok(no_content())
+    }
+    .await;
+    access.answer(result)
+}
+
+async fn write_policy(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
+    let access = admit!(state, req, &api.path(&name), Operation::Update);
+    let result: Result<Response, ApiError> = async {
+        keep_policy::validate_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let body = req.object()?;
+        let src = match body.get("policy").or_else(|| body.get("rules")) {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "'policy' parameter not supplied or empty",
+                ));
             }
-            blocking(move || {
-                st.policies
-                    .delete(&*store, &name)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            Ok(no_content())
-        }
-        _ => {
-            let body = json_object(body, state.limits.max_request_bytes).await?;
-            let src = match body.get("policy").or_else(|| body.get("rules")) {
-                Some(Value::String(s)) => s.clone(),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "'policy' parameter not supplied or empty",
-                    ));
-                }
-            };
-            let result = blocking(move || {
-                st.policies
-                    .put(&*store, &name, &src)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
-            result.map_err(|e| ApiError::bad_request(format!("failed to parse policy: {e}")))?;
-            Ok(no_content())
-        }
+        };
+        let store = state.store().ok_or_else(ApiError::sealed)?;
+        let st = state.clone();
+        let parsed = blocking(move || Ok(st.policies.put(&*store, &name, &src)?)).await?;
+        parsed.map_err(|e| ApiError::bad_request(format!("failed to parse policy: {e}")))?;
+        Ok(no_content())
     }
+    .await;
+    access.answer(result)
 }
 
-/// `sys/policies/acl/:name`.
-pub async fn acl(
-    State(state): State<Arc<AppState>>,
-    Who(who): Who,
-    method: Method,
-    Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let list = q.list.as_deref() == Some("true");
-    handle(state, name, method, list, who, body, false).await
+/// `GET sys/policies/acl/:name`.
+pub async fn read(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    read_policy(s, n, r, Api::Acl).await
 }
 
-/// `sys/policy/:name` (older API; GET answers `rules`).
-pub async fn legacy(
-    State(state): State<Arc<AppState>>,
-    Who(who): Who,
-    method: Method,
-    Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let list = q.list.as_deref() == Some("true");
-    handle(state, name, method, list, who, body, true).await
+/// `POST`/`PUT sys/policies/acl/:name` with `policy`.
+pub async fn write(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    write_policy(s, n, r, Api::Acl).await
+}
+
+/// `DELETE sys/policies/acl/:name`.
+pub async fn delete(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    delete_policy(s, n, r, Api::Acl).await
+}
+
+/// The `:name` of a list request's path.
+fn last_segment(req: &VaultRequest) -> String {
+    req.path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `LIST sys/policies/acl/:name`: the policy names (as keep has always answered).
+pub async fn list_named(State(s): State<Arc<AppState>>, r: VaultRequest) -> Answer {
+    let n = last_segment(&r);
+    list_under(s, n, r, Api::Acl).await
+}
+
+/// `GET sys/policy/:name` (older API; answers `rules`).
+pub async fn read_legacy(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    read_policy(s, n, r, Api::Legacy).await
+}
+
+/// `POST`/`PUT sys/policy/:name` with `policy` or `rules`.
+pub async fn write_legacy(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    write_policy(s, n, r, Api::Legacy).await
+}
+
+/// `DELETE sys/policy/:name`.
+pub async fn delete_legacy(
+    State(s): State<Arc<AppState>>,
+    Path(n): Path<String>,
+    r: VaultRequest,
+) -> Answer {
+    delete_policy(s, n, r, Api::Legacy).await
+}
+
+/// `LIST sys/policy/:name`.
+pub async fn list_named_legacy(State(s): State<Arc<AppState>>, r: VaultRequest) -> Answer {
+    let n = last_segment(&r);
+    list_under(s, n, r, Api::Legacy).await
 }

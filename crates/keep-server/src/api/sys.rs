@@ -8,8 +8,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::envelope::ok;
 use crate::api::error::ApiError;
-use crate::api::{Operation, Who, require};
+use crate::api::reply::{Answer, json as json_reply};
+use crate::api::request::{Operation, VaultRequest};
+use crate::auth::access;
 use crate::state::{AppState, SealState};
 
 /// keep's version as Vault clients see it.
@@ -76,7 +79,7 @@ pub async fn health(
         "storage_healthy": storage_error.is_none(),
         "storage_error": storage_error,
     });
-    (code, axum::Json(body)).into_response()
+    json_reply(code, body)
 }
 
 /// `GET /v1/sys/seal-status`.
@@ -96,16 +99,19 @@ pub async fn seal_status(State(state): State<Arc<AppState>>) -> Response {
         "recovery_seal": false,
         "storage_type": state.storage_type,
     });
-    (StatusCode::OK, axum::Json(body)).into_response()
+    json_reply(StatusCode::OK, body)
 }
 
 /// `PUT /v1/sys/seal` (admins): drops the barrier key from memory; the server answers 503 until
 /// it is restarted and unseals again.
-pub async fn seal(State(state): State<Arc<AppState>>, Who(who): Who) -> Result<Response, ApiError> {
-    require(&state, &who, "sys/seal", Operation::Update).await?;
+pub async fn seal(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = match access::admit(&state, &req, "sys/seal", Operation::Update).await {
+        Ok(a) => a,
+        Err(denied) => return Answer::from(denied),
+    };
     state.seal();
     tracing::warn!("server sealed by an operator request");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    access.answer(Ok(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// Gauge: 1 while the audit log writes, 0 when it is broken (exported when audit is on).
@@ -120,25 +126,27 @@ pub const STORAGE_HEALTHY: &str = "keep_storage_healthy";
 /// `sys/metrics`; besides them only the certificates listed in `telemetry.metrics_scrapers`,
 /// or any client certificate with `telemetry.unauthenticated_metrics_access: true`. The series
 /// name every issued certificate, so a certificate that merely passes the handshake gets 403.
-pub async fn metrics(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
-    caller: Option<axum::Extension<crate::state::Caller>>,
-    addr: Option<axum::Extension<crate::state::PeerAddr>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let caller = caller.map(|c| c.0);
-    let scraper = caller
+pub async fn metrics(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let scraper = req
+        .peer
         .as_ref()
-        .is_some_and(|c| state.auth.metrics.allows_without_policy(&c.0));
-    if let Some(c) = caller.as_ref().filter(|_| scraper) {
-        crate::api::refuse_revoked(&state, &c.0)?;
-    } else {
-        let addr = addr.map(|a| a.0.0);
-        let who = crate::api::principal(&state, caller.as_ref(), addr.as_ref(), &headers).await?;
-        require(&state, &who, "sys/metrics", Operation::Read).await?;
-    }
-    match q.get("format").map(String::as_str) {
+        .is_some_and(|p| state.auth.metrics.allows_without_policy(p));
+    let access = match req.peer.as_ref().filter(|_| scraper) {
+        Some(peer) => match access::refuse_revoked(&state, peer) {
+            Ok(()) => None,
+            Err(denied) => return Answer::from(denied),
+        },
+        None => match access::admit(&state, &req, "sys/metrics", Operation::Read).await {
+            Ok(a) => Some(a),
+            Err(denied) => return Answer::from(denied),
+        },
+    };
+    let facts = access.map(|a| a.facts).unwrap_or_default();
+    Answer::new(facts, render_metrics(&state, &req).await)
+}
+
+async fn render_metrics(state: &AppState, req: &VaultRequest) -> Result<Response, ApiError> {
+    match req.query("format") {
         Some("prometheus") | None => {}
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -153,7 +161,7 @@ pub async fn metrics(
     }
     // deploy/prometheus/keep-rules.yml: KeepStorageUnwritable.
     if state.storage_health.is_some() {
-        let ok = storage_fault(&state).await.is_none();
+        let ok = storage_fault(state).await.is_none();
         metrics::gauge!(STORAGE_HEALTHY).set(if ok { 1.0 } else { 0.0 });
     }
     let mut text = state
@@ -175,28 +183,19 @@ pub async fn metrics(
 /// `POST /v1/sys/audit-hash/:path` with `{"input": "…"}`: the HMAC the audit log would write
 /// for that value, so an investigator can search the log for a known secret or token without
 /// the log ever containing it.
-pub async fn audit_hash(
-    State(state): State<Arc<AppState>>,
-    Who(who): Who,
-    axum::extract::Path(path): axum::extract::Path<String>,
-    body: axum::body::Body,
-) -> Result<Response, ApiError> {
-    require(
-        &state,
-        &who,
-        &format!("sys/audit-hash/{path}"),
-        Operation::Update,
-    )
-    .await?;
-    let body = crate::api::body::json_object(body, state.limits.max_request_bytes).await?;
-    let input = match body.get("input") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        _ => return Err(ApiError::bad_request("missing input")),
+pub async fn audit_hash(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
+    let access = match access::admit(&state, &req, &req.path, Operation::Update).await {
+        Ok(a) => a,
+        Err(denied) => return Answer::from(denied),
     };
-    let log = state
-        .audit()
-        .ok_or_else(|| ApiError::bad_request("no audit log is configured (audit.file)"))?;
-    Ok(crate::api::envelope::ok(
-        json!({ "hash": log.hash(&input) }),
-    ))
+    access.answer((|| {
+        let input = match req.object()?.get("input") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => return Err(ApiError::bad_request("missing input")),
+        };
+        let log = state
+            .audit()
+            .ok_or_else(|| ApiError::bad_request("no audit log is configured (audit.file)"))?;
+        Ok(ok(json!({ "hash": log.hash(&input) })))
+    })())
 }

@@ -4,7 +4,9 @@
 //! ([`PeerIdentity`]); a token is honoured only on a connection presenting the same
 //! certificate it was issued to.
 
+pub mod access;
 pub mod login_rate;
+pub mod pin;
 pub mod role;
 pub mod tidy;
 pub mod token;

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::Access;
 use crate::api::error::ApiError;
-use crate::api::{blocking, read_now};
+use crate::api::reply::Facts;
+use crate::auth::access::Denied;
 use crate::auth::token::TokenEntry;
 use crate::state::AppState;
 
@@ -127,15 +128,18 @@ fn refused(role: &str) -> ApiError {
 
 /// Enforces the pin of `peer`'s certificate for a login or tokenless request under `role`
 /// (which sets `pin_first_seen_address`): pins the certificate on its first use, refuses (403,
-/// alert, audit note) a use from another address. Returns the pinned address.
+/// alert) a use from another address, with the reason for the audit line. Returns the pinned
+/// address.
 pub async fn enforce(
     state: &Arc<AppState>,
     peer: &Arc<PeerIdentity>,
     from: Option<SocketAddr>,
     role: &str,
     access: Access,
-) -> Result<IpAddr, ApiError> {
-    let store = state.store().ok_or_else(ApiError::sealed)?;
+) -> Result<IpAddr, Denied> {
+    let store = state
+        .store()
+        .ok_or_else(|| Denied::from(ApiError::sealed()))?;
     let Some(source) = from.map(|a| normalize(a.ip())) else {
         // Only a test without a PeerAddr gets here: the listener always knows the address.
         return Err(ApiError::client(
@@ -143,25 +147,22 @@ pub async fn enforce(
             format!(
                 "permission denied: role {role:?} pins certificates to an address, and this connection's address is unknown"
             ),
-        ));
+        )
+        .into());
     };
     let t = now();
-    let existing = {
-        let store = store.clone();
-        let fp = peer.fingerprint_sha256.clone();
-        read_now(move || lookup(&*store, &fp, t).map_err(|e| ApiError::internal(e.to_string())))
-            .await?
-    };
+    let existing = lookup(&*store, &peer.fingerprint_sha256, t).map_err(ApiError::from)?;
     let pin = match existing {
         Some(p) => p,
         None => {
             let peer = peer.clone();
             let role = role.to_owned();
-            let pin = blocking(move || {
-                pin_if_new(&*store, &peer, source, &role, t)
-                    .map_err(|e| ApiError::internal(e.to_string()))
-            })
-            .await?;
+            // The first pin is a write, which syncs: off the async workers.
+            let pin =
+                tokio::task::spawn_blocking(move || pin_if_new(&*store, &peer, source, &role, t))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+                    .map_err(ApiError::from)?;
             if pin.address == source {
                 tracing::info!(target: "keep::auth", %source, role = %pin.role, "certificate pinned to the address of its first login");
             }
@@ -174,27 +175,27 @@ pub async fn enforce(
     state
         .alerts
         .not_pinned_address(access, peer, from, role, pin.address);
-    crate::api::audit_layer::note(|c| {
-        c.decision = Some((
+    Err(Denied::new(
+        refused(role),
+        Facts::default().decided(
             false,
             format!(
                 "certificate pinned to {} (pin_first_seen_address), used from {source}",
                 pin.address
             ),
-        ))
-    });
-    Err(refused(role))
+        ),
+    ))
 }
 
 /// Checks a token of a pinned certificate against the request's address (no storage access:
-/// the pin was copied into the token at login). Refuses (403, alert, audit note) a use from
-/// another address.
+/// the pin was copied into the token at login). Refuses (403, alert) a use from another
+/// address, with the reason for the audit line.
 pub fn check_token(
     state: &AppState,
     entry: &TokenEntry,
     peer: &PeerIdentity,
     from: Option<SocketAddr>,
-) -> Result<(), ApiError> {
+) -> Result<(), Denied> {
     let Some(pinned) = entry.pinned_address else {
         return Ok(());
     };
@@ -204,13 +205,13 @@ pub fn check_token(
     state
         .alerts
         .not_pinned_address(Access::TokenUse, peer, from, &entry.role, pinned);
-    crate::api::audit_layer::note(|c| {
-        c.decision = Some((
+    Err(Denied::new(
+        refused(&entry.role),
+        Facts::default().decided(
             false,
             format!("token of a certificate pinned to {pinned} used from another address"),
-        ))
-    });
-    Err(refused(&entry.role))
+        ),
+    ))
 }
 
 #[cfg(test)]
