@@ -652,14 +652,16 @@ fn unwrap_keyring(root: &RootKey, blob: Vec<u8>) -> Result<Keyring, BarrierError
 /// The barrier is itself a [`Store`] of plaintext, so code above it (the KV engine, tokens,
 /// policies) is written once against the trait and tested on [`MemStore`](crate::MemStore).
 ///
-/// Through this view `get` returns a plain `Vec` (the caller owns the plaintext and should
-/// drop it promptly), and barrier-specific failures become [`StoreError::Backend`] with the
+/// Through this view `get` returns a plain `Vec`, moved out of the barrier's zeroizing buffer
+/// (the caller owns the plaintext and should drop it promptly), and barrier-specific failures become [`StoreError::Backend`] with the
 /// barrier error as the source — except a failed check, which stays [`StoreError::Conflict`]
 /// so compare-and-set callers can tell it apart.
 impl<S: Store> Store for Barrier<S> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // Moves the plaintext buffer out of its `Zeroizing` wrapper rather than copying it:
+        // one buffer, owned by the caller, instead of a zeroized one and a plain copy.
         Barrier::get(self, key)
-            .map(|v| v.map(|z| z.to_vec()))
+            .map(|v| v.map(|mut z| std::mem::take(&mut *z)))
             .map_err(|e| barrier_to_store("get", e))
     }
 
