@@ -366,8 +366,7 @@ pub async fn token_op(
                     "no token on this request; renew-self needs X-Vault-Token",
                 ));
             };
-            let increment = crate::auth::role::ttl(&body, "increment")
-                .map_err(|e| ApiError::bad_request(e.0))?;
+            let increment = crate::fields::ttl(&body, "increment")?;
             let token = token.clone();
             let e = blocking(move || {
                 Tokens::new(&*store)

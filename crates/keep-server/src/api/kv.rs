@@ -23,10 +23,11 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::api::body::{json_object, opt_duration_secs, opt_u64, versions};
+use crate::api::body::json_object;
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::{Operation, Who, blocking, read_now, require};
+use crate::fields::{opt_duration_secs, opt_u64, versions};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
 use crate::state::AppState;
 

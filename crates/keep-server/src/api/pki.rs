@@ -32,8 +32,8 @@ use crate::api::body::json_object;
 use crate::api::envelope::{no_content, request_id};
 use crate::api::error::ApiError;
 use crate::api::{Operation, blocking, principal, read_now, require};
-use crate::auth::role::{boolean, string_list, ttl};
 use crate::auth::validate_role_name;
+use crate::fields::{boolean, string_list, ttl};
 use crate::pki::metrics::{self as pki_metrics, RenewalOutcome};
 use crate::pki::{IssuedCert, NameRequest, Pki, TidyOptions};
 use crate::state::{AppState, Caller, PeerAddr};
@@ -133,8 +133,8 @@ fn opt_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, 
     }
 }
 
-fn bad(e: crate::auth::role::RoleInputError) -> ApiError {
-    ApiError::bad_request(e.0)
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
 /// Reads the names/TTL of a `sign` or `issue` body.
