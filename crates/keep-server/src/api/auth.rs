@@ -202,7 +202,8 @@ pub async fn login(
         })?
     };
     let pinned_address = if role.role.pin_first_seen_address {
-        use crate::alerts::{Access, pin};
+        use crate::alerts::Access;
+        use crate::api::pin;
         Some(pin::enforce(&state, &peer, from, &role.name, Access::Login).await?)
     } else {
         None

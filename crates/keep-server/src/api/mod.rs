@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod kv;
 pub mod limits;
+pub mod pin;
 pub mod pki;
 pub mod policy;
 pub mod sys;
@@ -219,7 +220,7 @@ pub async fn principal(
                 return Err(ApiError::permission_denied());
             }
         }
-        crate::alerts::pin::check_token(state, &entry, &peer, addr.copied())?;
+        pin::check_token(state, &entry, &peer, addr.copied())?;
         audit_layer::note(|c| {
             c.role = Some(entry.role.clone());
             c.accessor = Some(entry.accessor.clone());
@@ -246,7 +247,7 @@ pub async fn principal(
     Ok(match chosen {
         Some((role, _)) => {
             if role.role.pin_first_seen_address {
-                use crate::alerts::{Access, pin};
+                use crate::alerts::Access;
                 pin::enforce(state, &peer, from, &role.name, Access::Tokenless).await?;
             }
             audit_layer::note(|c| {
