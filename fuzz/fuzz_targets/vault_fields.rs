@@ -1,18 +1,19 @@
-//! The lenient Vault field readers: request body fields (`keep_server::api::body`), cert auth
-//! roles (`keep_server::auth::role`) and PKI roles (`keep_server::pki::role`).
+//! The lenient Vault field readers (`keep_server::fields`) and the role writes built on them:
+//! cert auth roles (`keep_server::auth::role`) and PKI roles (`keep_server::pki::role`).
 //!
 //! Input: a JSON object (anything else is skipped), as a client would post it.
 //!
 //! Invariants beyond "no panic":
 //! - the readers agree with the plain forms: a number or a decimal string reads as itself,
-//!   a list read back from its own output (array or comma-joined) is unchanged;
+//!   a boolean is read as Go's `strconv.ParseBool` reads it, a list read back from its own
+//!   output (array or comma-joined) is unchanged;
 //! - a role written from the body, then written again from its own stored form (cert auth) or
 //!   its `GET` answer (PKI, what hvac and Terraform send back), is the same role;
 //! - applying the same body twice is idempotent; a refused PKI role write changes nothing.
 #![no_main]
 
-use keep_server::api::body;
-use keep_server::auth::role::{self, Role};
+use keep_server::auth::role::Role;
+use keep_server::fields;
 use keep_server::pki::role::PkiRole;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
@@ -41,7 +42,7 @@ fn check_fields(m: &Map<String, Value>) {
         .chain(["ttl", "max_ttl", "version"])
     {
         let v = m.get(field);
-        if let Ok(Some(n)) = body::opt_u64(m, field) {
+        if let Ok(Some(n)) = fields::opt_u64(m, field) {
             assert_eq!(
                 Some(n),
                 plain_u64(v),
@@ -49,43 +50,50 @@ fn check_fields(m: &Map<String, Value>) {
             );
         }
         for (name, read) in [
-            ("opt_duration_secs", body::opt_duration_secs(m, field).ok()),
-            ("ttl", role::ttl(m, field).ok()),
+            (
+                "opt_duration_secs",
+                fields::opt_duration_secs(m, field).ok(),
+            ),
+            ("ttl", fields::ttl(m, field).ok()),
         ] {
             if let (Some(Some(n)), Some(p)) = (read, plain_u64(v)) {
                 assert_eq!(n, p, "{name}({field}) read {n} from {v:?}");
             }
         }
-        if let Ok(Some(b)) = role::boolean(m, field) {
+        if let Ok(Some(b)) = fields::boolean(m, field) {
             let plain = match v {
                 Some(Value::Bool(b)) => Some(*b),
-                Some(Value::String(s)) => Some(matches!(s.as_str(), "true" | "1")),
+                // Go's strconv.ParseBool; "" is false as Vault's decoder reads it.
+                Some(Value::String(s)) => Some(matches!(
+                    s.as_str(),
+                    "1" | "t" | "T" | "TRUE" | "true" | "True"
+                )),
                 _ => None,
             };
             assert_eq!(Some(b), plain, "boolean({field}) read {b} from {v:?}");
         }
-        if let Ok(Some(list)) = role::string_list(m, field) {
+        if let Ok(Some(list)) = fields::string_list(m, field) {
             assert!(
                 list.iter().all(|s| !s.is_empty() && s.trim() == s),
                 "string_list({field}) kept an empty or untrimmed entry: {list:?}"
             );
             let as_array = obj(serde_json::json!({ "f": list }));
             assert_eq!(
-                role::string_list(&as_array, "f").ok(),
+                fields::string_list(&as_array, "f").ok(),
                 Some(Some(list.clone()))
             );
             if list.iter().all(|s| !s.contains(',')) {
                 let joined = obj(serde_json::json!({ "f": list.join(",") }));
                 assert_eq!(
-                    role::string_list(&joined, "f").ok(),
+                    fields::string_list(&joined, "f").ok(),
                     Some(Some(list.clone()))
                 );
             }
         }
     }
-    if let Ok(versions) = body::versions(m) {
+    if let Ok(versions) = fields::versions(m) {
         let as_array = obj(serde_json::json!({ "versions": versions }));
-        assert_eq!(body::versions(&as_array).ok(), Some(versions));
+        assert_eq!(fields::versions(&as_array).ok(), Some(versions));
     }
 }
 

@@ -2,7 +2,8 @@
 //! and storage that is sealed at rest behind an AES-256-GCM barrier.
 //!
 //! Layout: `config` (the YAML file, validated), `state` (what handlers share), `api` (the route
-//! table and one module per API area), `kv` (the KV v2 engine, HTTP-free), `pki` (the PKI
+//! table and one module per API area), `fields` (Vault's lenient request fields, read one way
+//! for every layer, HTTP-free), `kv` (the KV v2 engine, HTTP-free), `pki` (the PKI
 //! mount's engine: issuance, inventory, revocation, CRLs, HTTP-free), `server` (the mTLS
 //! listener wired to the router, init, unseal, rotate).
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod fields;
 pub mod kv;
 pub mod pki;
 pub mod policy;

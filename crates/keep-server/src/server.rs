@@ -282,9 +282,10 @@ pub async fn serve(
     state.alerts.start_webhook();
     // CRL publishing (and serving-certificate renewal) until the listener stops.
     let pki_task = state.pki.clone().map(|pki| {
+        let state = state.clone();
         tokio::spawn(crate::pki::run_background(
             pki,
-            state.clone(),
+            move || state.store(),
             config.tls_auto_renew,
         ))
     });
@@ -292,7 +293,11 @@ pub async fn serve(
         tokio::spawn(wait_for_init(config.clone(), state.clone(), store));
     }
     let tidy_task = tokio::spawn(crate::auth::tidy::run_background(
-        state.clone(),
+        {
+            let state = state.clone();
+            move || state.store()
+        },
+        state.auth.tidy_lease.clone(),
         config.auth.token_tidy_interval,
     ));
     run_listener(config, listener, tls, events, shutdown, state).await;

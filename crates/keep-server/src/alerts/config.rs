@@ -25,7 +25,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::config::{ConfigError, parse_duration};
+use crate::config::duration::parse_duration;
+use crate::config::error::ConfigError;
 
 /// Most failures a spike threshold may be set to. The detector keeps one timestamp per failure
 /// up to the threshold, per reason; this bounds its memory (13 reasons × 10,001 × 16 bytes).
@@ -175,12 +176,8 @@ pub(crate) fn validate(
     let Some(raw) = raw else {
         return Ok(config);
     };
-    let field_err = |line: u64, field: &str, problem: String| ConfigError::Field {
-        path: path.to_owned(),
-        line,
-        field: field.into(),
-        problem,
-    };
+    let field_err =
+        |line: u64, field: &str, problem: String| ConfigError::field(path, line, field, problem);
     let bounded = |v: &Spanned<String>, field: &str, max: Duration| bounded(v, field, max, path);
     let day = Duration::from_secs(24 * 3600);
 
@@ -245,12 +242,12 @@ fn bounded(
 ) -> Result<Duration, ConfigError> {
     let d = parse_duration(v, field, path)?;
     if d > max {
-        return Err(ConfigError::Field {
-            path: path.to_owned(),
-            line: v.defined.line(),
-            field: field.into(),
-            problem: format!("{:?} is longer than the maximum of {max:?}", v.value),
-        });
+        return Err(ConfigError::field(
+            path,
+            v.defined.line(),
+            field,
+            format!("{:?} is longer than the maximum of {max:?}", v.value),
+        ));
     }
     Ok(d)
 }
@@ -261,12 +258,8 @@ fn webhook(
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<WebhookConfig, ConfigError> {
     let bounded = |v: &Spanned<String>, field: &str, max: Duration| bounded(v, field, max, path);
-    let field_err = |line: u64, field: &str, problem: String| ConfigError::Field {
-        path: path.to_owned(),
-        line,
-        field: field.into(),
-        problem,
-    };
+    let field_err =
+        |line: u64, field: &str, problem: String| ConfigError::field(path, line, field, problem);
     let Some(raw_url) = &w.url else {
         return Err(ConfigError::Missing {
             path: path.to_owned(),

@@ -41,13 +41,12 @@ use metrics::{counter, describe_counter};
 
 use crate::alerts::config::{AlertsConfig, SpikeConfig};
 use crate::alerts::window::{RateLimiter, SpikeWindow};
+// Defined with the webhook, the only part that can fail to set up and the one that counts
+// these two metrics.
+pub use webhook::{AlertsError, WEBHOOK_DROPPED, WEBHOOK_FAILED};
 
 /// Alerts raised, by kind.
 pub const ALERTS_TOTAL: &str = "keep_security_alerts_total";
-/// Alerts not sent to the webhook because its queue was full.
-pub const WEBHOOK_DROPPED: &str = "keep_security_alert_webhook_dropped_total";
-/// Alerts whose webhook delivery failed after every retry.
-pub const WEBHOOK_FAILED: &str = "keep_security_alert_webhook_failed_total";
 /// Logins refused with 429 by the per-certificate login rate limit.
 pub const LOGINS_RATE_LIMITED: &str = "keep_auth_logins_rate_limited_total";
 
@@ -81,17 +80,6 @@ pub fn describe_metrics() {
     counter!(WEBHOOK_DROPPED).increment(0);
     counter!(WEBHOOK_FAILED).increment(0);
     counter!(LOGINS_RATE_LIMITED).increment(0);
-}
-
-/// Why the alerts cannot be set up (at start; the message names the field).
-#[derive(Debug, thiserror::Error)]
-pub enum AlertsError {
-    /// `alerts.webhook.ca_cert_file` cannot be read or holds no usable CA certificate.
-    #[error("{0}")]
-    WebhookTls(#[from] keep_tls::server::TlsConfigError),
-    /// The webhook's HTTP client could not be built.
-    #[error("cannot set up the alerts webhook client: {0}")]
-    WebhookClient(String),
 }
 
 /// Where the detectors get the time from.

@@ -16,8 +16,24 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 
-use crate::alerts::AlertsError;
 use crate::alerts::config::WebhookConfig;
+
+/// Why the alerts cannot be set up (at start; the message names the field). Only the webhook
+/// can fail to set up, so the type lives with it (re-exported as `alerts::AlertsError`).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    /// `alerts.webhook.ca_cert_file` cannot be read or holds no usable CA certificate.
+    #[error("{0}")]
+    WebhookTls(#[from] keep_tls::server::TlsConfigError),
+    /// The webhook's HTTP client could not be built.
+    #[error("cannot set up the alerts webhook client: {0}")]
+    WebhookClient(String),
+}
+
+/// Alerts not sent to the webhook because its queue was full.
+pub const WEBHOOK_DROPPED: &str = "keep_security_alert_webhook_dropped_total";
+/// Alerts whose webhook delivery failed after every retry.
+pub const WEBHOOK_FAILED: &str = "keep_security_alert_webhook_failed_total";
 
 /// How many alerts may wait for delivery. With the defaults (5 s timeout, 3 retries) a dead
 /// receiver takes about 27 s per alert, and alerts are rate-limited, so this holds a long
@@ -40,7 +56,7 @@ impl Queue {
     /// the alert is dropped and counted.
     pub(crate) fn offer(&self, json: String) {
         if let Err(e) = self.tx.try_send(json) {
-            metrics::counter!(super::WEBHOOK_DROPPED).increment(1);
+            metrics::counter!(WEBHOOK_DROPPED).increment(1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 let why = match e {
@@ -136,7 +152,7 @@ impl Worker {
                 return;
             };
             if !e.retry || attempt == attempts {
-                metrics::counter!(super::WEBHOOK_FAILED).increment(1);
+                metrics::counter!(WEBHOOK_FAILED).increment(1);
                 tracing::warn!(
                     receiver = %self.config.origin(),
                     attempts = attempt,

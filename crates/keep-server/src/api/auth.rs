@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::blocking;
+use crate::api::blocking::blocking;
 use crate::api::envelope::{envelope, no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::{Answer, Facts};
@@ -219,9 +219,9 @@ async fn login_inner(
         use crate::alerts::Access;
         match crate::auth::pin::enforce(state, &peer, from, &role.name, Access::Login).await {
             Ok(a) => Some(a),
-            Err(d) => {
-                facts.decision = d.facts.decision;
-                return Err(d.error);
+            Err(r) => {
+                facts.decision = r.reason.map(|reason| (false, reason));
+                return Err(r.error);
             }
         }
     } else {
@@ -372,8 +372,7 @@ pub async fn renew_self(State(state): State<Arc<AppState>>, req: VaultRequest) -
     let access = admit!(state, req, "auth/token/renew-self", Operation::Update);
     let result = async {
         let token = own_token(&access.who, "renew-self")?.clone();
-        let increment = crate::auth::role::ttl(&req.object()?, "increment")
-            .map_err(|e| ApiError::bad_request(e.0))?;
+        let increment = crate::fields::ttl(&req.object()?, "increment")?;
         let store = store(&state)?;
         let t = now();
         let e = blocking(move || {

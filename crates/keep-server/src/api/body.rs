@@ -1,95 +1,57 @@
-//! Request bodies, read the lenient way Vault clients need.
-//!
-//! vaultrs posts JSON without a Content-Type, node-vault posts an empty body labelled
-//! `application/x-www-form-urlencoded`, hvac posts proper JSON: all of them must work. Every
-//! body is size-limited (413 beyond the limit) and must be a JSON object when non-empty.
+//! Response bodies the pipeline finishes: a JSON body stays a value ([`JsonBody`]) until the
+//! pipeline has stamped the request id and mount type into it and hashed it for the audit line.
 
-use axum::body::{Body, to_bytes};
-use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 
-use crate::api::error::ApiError;
+/// A JSON body not serialized yet (module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonBody(pub Value);
 
-/// Reads at most `limit` bytes and parses them as a JSON object; empty means `{}`.
-pub async fn json_object(body: Body, limit: usize) -> Result<Map<String, Value>, ApiError> {
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body too large: the limit is {limit} bytes"),
-        )
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "failed to parse JSON input: {e}"
-        ))),
+/// A JSON response whose body the pipeline serializes.
+pub fn json(status: StatusCode, body: Value) -> Response {
+    let mut resp = status.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.extensions_mut().insert(JsonBody(body));
+    resp
+}
+
+/// The internal cause of a 5xx, for the server log (with the request id), never the client.
+#[derive(Clone, Debug)]
+pub struct Cause(pub String);
+
+/// The mount type Vault reports for a path (`mount_type` in the envelope).
+pub fn mount_type(path: &str) -> &'static str {
+    match path.split('/').next().unwrap_or("") {
+        "secret" => "kv",
+        "pki" => "pki",
+        "sys" => "system",
+        "auth" => match path.split('/').nth(1) {
+            Some("token") => "token",
+            _ => "cert",
+        },
+        _ => "",
     }
 }
 
-/// Reads an optional non-negative integer field that clients send as a number or a string.
-pub fn opt_u64(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            ApiError::bad_request(format!("{field} must be a non-negative integer"))
-        }),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("{field} must be a non-negative integer"))),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "{field} must be a non-negative integer"
-        ))),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Reads a list of version numbers (`versions`: `[1,2]`, `"1,2"` or `1`).
-pub fn versions(m: &Map<String, Value>) -> Result<Vec<u64>, ApiError> {
-    let bad = || ApiError::bad_request("versions must be a list of version numbers");
-    match m.get("versions") {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::Number(n) => n.as_u64().ok_or_else(bad),
-                Value::String(s) => s.trim().parse().map_err(|_| bad()),
-                _ => Err(bad()),
-            })
-            .collect(),
-        Some(Value::Number(n)) => n.as_u64().map(|v| vec![v]).ok_or_else(bad),
-        Some(Value::String(s)) => s
-            .split(',')
-            .filter(|x| !x.trim().is_empty())
-            .map(|x| x.trim().parse().map_err(|_| bad()))
-            .collect(),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Reads a duration given as seconds or as a duration string (`30m`, `1h0m0s`).
-pub fn opt_duration_secs(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
-    let bad = || ApiError::bad_request(format!("{field} must be a duration such as 30m or 3600"));
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => {
-            if let Ok(n) = s.trim().parse::<u64>() {
-                return Ok(Some(n));
-            }
-            let d = keep_pki::duration::parse_duration(s).map_err(|_| bad())?;
-            if d.is_negative() {
-                return Err(bad());
-            }
-            Ok(Some(u64::try_from(d.whole_seconds()).unwrap_or(0)))
+    #[test]
+    fn mount_types_follow_the_path() {
+        for (p, want) in [
+            ("secret/data/x", "kv"),
+            ("pki/issue/r", "pki"),
+            ("sys/policies/acl/x", "system"),
+            ("auth/token/lookup-self", "token"),
+            ("auth/cert/login", "cert"),
+        ] {
+            assert_eq!(mount_type(p), want, "{p}");
         }
-        Some(_) => Err(bad()),
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::reply::json;
+use crate::api::body::json;
 
 /// A random request id in UUID v4 form.
 pub fn new_request_id() -> String {
@@ -63,20 +63,6 @@ pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// The mount type Vault reports for a path (`mount_type` in the envelope).
-pub fn mount_type(path: &str) -> &'static str {
-    match path.split('/').next().unwrap_or("") {
-        "secret" => "kv",
-        "pki" => "pki",
-        "sys" => "system",
-        "auth" => match path.split('/').nth(1) {
-            Some("token") => "token",
-            _ => "cert",
-        },
-        _ => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -94,18 +80,5 @@ mod tests {
         assert!(parts[2].starts_with('4'), "{a}");
         assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
         assert_ne!(a, new_request_id());
-    }
-
-    #[test]
-    fn mount_types_follow_the_path() {
-        for (p, want) in [
-            ("secret/data/x", "kv"),
-            ("pki/issue/r", "pki"),
-            ("sys/policies/acl/x", "system"),
-            ("auth/token/lookup-self", "token"),
-            ("auth/cert/login", "cert"),
-        ] {
-            assert_eq!(mount_type(p), want, "{p}");
-        }
     }
 }

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api::reply::{Cause, json as json_response};
+use crate::api::body::{Cause, json as json_response};
 use crate::kv::KvError;
 use crate::pki::PkiError;
 
@@ -110,6 +110,13 @@ impl From<PkiError> for ApiError {
     }
 }
 
+/// A body field that cannot be read: 400 with the field's message.
+impl From<crate::fields::FieldError> for ApiError {
+    fn from(e: crate::fields::FieldError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 impl From<keep_store::StoreError> for ApiError {
     fn from(e: keep_store::StoreError) -> ApiError {
         ApiError::internal(format!("storage: {e}"))
@@ -117,7 +124,7 @@ impl From<keep_store::StoreError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// The body is a [`JsonBody`](crate::api::reply::JsonBody) the pipeline serializes; a 5xx's cause rides along as a
+    /// The body is a [`JsonBody`](crate::api::body::JsonBody) the pipeline serializes; a 5xx's cause rides along as a
     /// [`Cause`], which the pipeline logs with the request id.
     fn into_response(self) -> Response {
         let body = match self.data {

@@ -24,13 +24,13 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::api::blocking;
-use crate::api::body::{opt_duration_secs, opt_u64, versions};
+use crate::api::blocking::blocking;
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
 use crate::auth::access::{self, Access, Principal};
+use crate::fields::{boolean, opt_duration_secs, opt_u64, versions};
 use crate::kv::{KvEngine, MetadataUpdate, MountConfig};
 use crate::state::AppState;
 
@@ -302,12 +302,7 @@ fn metadata_update(body: &Map<String, Value>) -> Result<MetadataUpdate, ApiError
             ));
         }
     };
-    let cas_required = match body.get("cas_required") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(Value::String(s)) => Some(s == "true"),
-        Some(_) => return Err(ApiError::bad_request("cas_required must be a boolean")),
-    };
+    let cas_required = boolean(body, "cas_required")?;
     Ok(MetadataUpdate {
         max_versions: opt_u64(body, "max_versions")?,
         cas_required,
@@ -377,11 +372,7 @@ pub async fn write_config(State(state): State<Arc<AppState>>, req: VaultRequest)
             let body = req.object()?;
             let max_versions = opt_u64(&body, "max_versions")?;
             let dva = opt_duration_secs(&body, "delete_version_after")?;
-            let cas_required = match body.get("cas_required") {
-                None | Some(Value::Null) => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => return Err(ApiError::bad_request("cas_required must be a boolean")),
-            };
+            let cas_required = boolean(&body, "cas_required")?;
             let store = store(&state)?;
             blocking(move || {
                 let kv = KvEngine::new(&*store, MOUNT);

@@ -10,6 +10,7 @@
 //! directly; one loopback test per listener exercises the real mTLS path.
 
 pub mod auth;
+pub mod blocking;
 pub mod body;
 pub mod envelope;
 pub mod error;
@@ -38,18 +39,8 @@ use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
 use crate::state::AppState;
 
-pub use crate::api::request::method_not_allowed;
-
-/// Runs blocking storage work (writes, which fsync) off the async runtime. Reads run in place:
-/// SQLite in WAL mode never waits for a writer and the barrier decrypts in microseconds, so
-/// handing a read to the blocking pool and back cost more than the read itself.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
-}
+pub use crate::api::blocking::blocking;
+use crate::api::request::method_not_allowed;
 
 type BoxAnswer = Pin<Box<dyn Future<Output = Answer> + Send>>;
 

@@ -26,14 +26,14 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroize;
 
-use crate::api::blocking;
+use crate::api::blocking::blocking;
 use crate::api::envelope::{envelope, no_content};
 use crate::api::error::ApiError;
 use crate::api::reply::{Answer, Facts};
 use crate::api::request::{Operation, VaultRequest};
 use crate::auth::access::{self, Access};
-use crate::auth::role::{boolean, string_list, ttl};
 use crate::auth::validate_role_name;
+use crate::fields::{boolean, string_list, ttl};
 use crate::pki::metrics::{self as pki_metrics, RenewalOutcome};
 use crate::pki::{IssuedCert, NameRequest, Pki, TidyOptions};
 use crate::state::AppState;
@@ -143,8 +143,8 @@ fn opt_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, 
     }
 }
 
-fn bad(e: crate::auth::role::RoleInputError) -> ApiError {
-    ApiError::bad_request(e.0)
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
 /// Reads the names/TTL of a `sign` or `issue` body.

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::api::blocking;
+use crate::api::blocking::blocking;
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;

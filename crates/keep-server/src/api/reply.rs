@@ -6,10 +6,11 @@
 //! audit response line. JSON bodies stay values ([`JsonBody`]) until the pipeline has stamped
 //! the request id into them and hashed them for that line, and are serialized once, there.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::api::body::{Cause, JsonBody};
 use crate::api::error::ApiError;
 
 /// What the audit response line says about who asked and what was decided.
@@ -67,25 +68,6 @@ impl IntoResponse for Answer {
     }
 }
 
-/// A JSON body not serialized yet (module docs).
-#[derive(Clone, Debug, PartialEq)]
-pub struct JsonBody(pub Value);
-
-/// A JSON response whose body the pipeline serializes.
-pub fn json(status: StatusCode, body: Value) -> Response {
-    let mut resp = status.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.extensions_mut().insert(JsonBody(body));
-    resp
-}
-
-/// The internal cause of a 5xx, for the server log (with the request id), never the client.
-#[derive(Clone, Debug)]
-pub struct Cause(pub String);
-
 /// Step 4 of the pipeline without the audit line: the [`JsonBody`] serialized, with the
 /// request id and the mount type of `path` stamped into an envelope, and a 5xx's [`Cause`]
 /// logged with the request id. Returns the body value too, for the audit line.
@@ -101,7 +83,7 @@ pub fn finish(mut resp: Response, id: &str, path: &str) -> (Response, Option<Val
             *v = Value::String(id.to_owned());
         }
         if let Some(v) = m.get_mut("mount_type") {
-            *v = Value::String(crate::api::envelope::mount_type(path).to_owned());
+            *v = Value::String(crate::api::body::mount_type(path).to_owned());
         }
     }
     // A `Value` always serializes (its keys are strings).

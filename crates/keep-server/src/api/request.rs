@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::api::error::ApiError;
+use crate::fields::parse_bool;
 use crate::state::{AppState, Caller, PeerAddr};
 
 /// What a request wants to do, in Vault's capability terms.
@@ -82,15 +83,6 @@ impl Operation {
 pub fn list_method() -> Method {
     // "LIST" is a valid token (RFC 9110 tchar only), so this cannot fail.
     Method::from_bytes(b"LIST").unwrap_or(Method::GET)
-}
-
-/// Go's `strconv.ParseBool`, which Vault uses for query flags and many body fields.
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
 }
 
 /// The operation of a method and query, by the one rule of the module docs.

@@ -8,9 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::body::json as json_reply;
 use crate::api::envelope::ok;
 use crate::api::error::ApiError;
-use crate::api::reply::{Answer, json as json_reply};
+use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
 use crate::auth::access;
 use crate::state::{AppState, SealState};

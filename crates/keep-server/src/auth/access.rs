@@ -215,10 +215,14 @@ pub async fn principal(state: &Arc<AppState>, req: &VaultRequest) -> Result<Prin
     if role.role.pin_first_seen_address {
         crate::auth::pin::enforce(state, &peer, from, &role.name, AccessKind::Tokenless)
             .await
-            .map_err(|mut d| {
-                d.facts.role = Some(role.name.clone());
-                d.facts.policies = role.role.policies();
-                d
+            .map_err(|r| {
+                let facts = Facts {
+                    role: Some(role.name.clone()),
+                    policies: role.role.policies(),
+                    decision: r.reason.map(|reason| (false, reason)),
+                    ..Facts::default()
+                };
+                Denied::new(r.error, facts)
             })?;
     }
     Ok(Principal::Tokenless {
@@ -280,13 +284,12 @@ fn check_token_use(
             ));
         }
     }
-    crate::auth::pin::check_token(state, entry, peer, from).map_err(|mut d| {
-        let reason = d.facts.decision.take();
-        *d.facts = Facts {
-            decision: reason,
+    crate::auth::pin::check_token(state, entry, peer, from).map_err(|r| {
+        let facts = Facts {
+            decision: r.reason.map(|reason| (false, reason)),
             ..token_facts()
         };
-        d
+        Denied::new(r.error, facts)
     })
 }
 

@@ -56,7 +56,7 @@ pub struct MetricsAccess {
     pub unauthenticated: bool,
     /// `telemetry.metrics_scrapers`: certificate identities that may scrape without a token,
     /// matched like `admins` (exact common name or URI SAN).
-    pub scrapers: Vec<crate::config::AdminIdentity>,
+    pub scrapers: Vec<crate::config::identity::AdminIdentity>,
 }
 
 impl MetricsAccess {

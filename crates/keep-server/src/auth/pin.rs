@@ -23,8 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::Access;
 use crate::api::error::ApiError;
-use crate::api::reply::Facts;
-use crate::auth::access::Denied;
 use crate::auth::token::TokenEntry;
 use crate::state::AppState;
 
@@ -117,6 +115,25 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// A use of a pinned certificate that is refused: the answer, and the reason for the audit
+/// line (`None` when nothing was decided: sealed, storage failure).
+#[derive(Debug)]
+pub struct Refused {
+    /// The answer.
+    pub error: ApiError,
+    /// Why, for the audit line.
+    pub reason: Option<String>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused {
+            error,
+            reason: None,
+        }
+    }
+}
+
 fn refused(role: &str) -> ApiError {
     ApiError::client(
         StatusCode::FORBIDDEN,
@@ -136,10 +153,8 @@ pub async fn enforce(
     from: Option<SocketAddr>,
     role: &str,
     access: Access,
-) -> Result<IpAddr, Denied> {
-    let store = state
-        .store()
-        .ok_or_else(|| Denied::from(ApiError::sealed()))?;
+) -> Result<IpAddr, Refused> {
+    let store = state.store().ok_or_else(ApiError::sealed)?;
     let Some(source) = from.map(|a| normalize(a.ip())) else {
         // Only a test without a PeerAddr gets here: the listener always knows the address.
         return Err(ApiError::client(
@@ -175,16 +190,13 @@ pub async fn enforce(
     state
         .alerts
         .not_pinned_address(access, peer, from, role, pin.address);
-    Err(Denied::new(
-        refused(role),
-        Facts::default().decided(
-            false,
-            format!(
-                "certificate pinned to {} (pin_first_seen_address), used from {source}",
-                pin.address
-            ),
-        ),
-    ))
+    Err(Refused {
+        error: refused(role),
+        reason: Some(format!(
+            "certificate pinned to {} (pin_first_seen_address), used from {source}",
+            pin.address
+        )),
+    })
 }
 
 /// Checks a token of a pinned certificate against the request's address (no storage access:
@@ -195,7 +207,7 @@ pub fn check_token(
     entry: &TokenEntry,
     peer: &PeerIdentity,
     from: Option<SocketAddr>,
-) -> Result<(), Denied> {
+) -> Result<(), Refused> {
     let Some(pinned) = entry.pinned_address else {
         return Ok(());
     };
@@ -205,13 +217,12 @@ pub fn check_token(
     state
         .alerts
         .not_pinned_address(Access::TokenUse, peer, from, &entry.role, pinned);
-    Err(Denied::new(
-        refused(&entry.role),
-        Facts::default().decided(
-            false,
-            format!("token of a certificate pinned to {pinned} used from another address"),
-        ),
-    ))
+    Err(Refused {
+        error: refused(&entry.role),
+        reason: Some(format!(
+            "token of a certificate pinned to {pinned} used from another address"
+        )),
+    })
 }
 
 #[cfg(test)]

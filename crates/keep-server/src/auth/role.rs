@@ -12,6 +12,8 @@ use keep_tls::identity::{CaKey, PeerIdentity};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::fields::{FieldError, boolean, string_list, ttl};
+
 /// Vault's default token TTL when neither the role nor the request sets one: 32 days.
 pub const DEFAULT_TOKEN_TTL: u64 = 32 * 24 * 3600;
 
@@ -61,76 +63,9 @@ pub struct Role {
 #[error("{0}")]
 pub struct RoleInputError(pub String);
 
-/// Reads a list field as Vault accepts it: a JSON array of strings, a comma-separated string,
-/// or `""` for empty.
-pub fn string_list(
-    m: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<Vec<String>>, RoleInputError> {
-    let bad = || {
-        RoleInputError(format!(
-            "{field} must be a list of strings or a comma-separated string"
-        ))
-    };
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(
-            s.split(',')
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.trim().to_owned()),
-                _ => Err(bad()),
-            })
-            .filter(|r| !matches!(r, Ok(s) if s.is_empty()))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Reads a TTL as Vault accepts it: seconds as a number or string, or a duration string
-/// (`1h`, `30m`); `0`/`""` means "use the default".
-pub fn ttl(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, RoleInputError> {
-    let bad = || {
-        RoleInputError(format!(
-            "{field} must be seconds or a duration such as 1h or 30m"
-        ))
-    };
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(0)),
-        Some(Value::String(s)) => {
-            if let Ok(n) = s.trim().parse::<u64>() {
-                return Ok(Some(n));
-            }
-            let d = keep_pki::duration::parse_duration(s).map_err(|_| bad())?;
-            u64::try_from(d.whole_seconds())
-                .map(Some)
-                .map_err(|_| bad())
-        }
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Reads a boolean as Vault accepts it: `true`/`false`, or the strings `"true"`, `"1"`, `"false"`,
-/// `"0"` and `""`.
-pub fn boolean(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, RoleInputError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => match s.as_str() {
-            "true" | "1" => Ok(Some(true)),
-            "false" | "0" | "" => Ok(Some(false)),
-            _ => Err(RoleInputError(format!("{field} must be true or false"))),
-        },
-        Some(_) => Err(RoleInputError(format!("{field} must be true or false"))),
+impl From<FieldError> for RoleInputError {
+    fn from(e: FieldError) -> RoleInputError {
+        RoleInputError(e.to_string())
     }
 }
 
@@ -576,10 +511,19 @@ mod tests {
         r.apply(&obj(json!({"pin_first_seen_address": "false"})))
             .unwrap();
         assert!(!r.pin_first_seen_address);
-        assert!(
-            r.apply(&obj(json!({"pin_first_seen_address": "maybe"})))
-                .is_err()
+        assert_eq!(
+            r.apply(&obj(json!({"pin_first_seen_address": "maybe"}))),
+            Err(RoleInputError(
+                "pin_first_seen_address must be true or false".into()
+            ))
         );
+        // Go's ParseBool spellings, as Vault reads them.
+        r.apply(&obj(json!({"pin_first_seen_address": "T"})))
+            .unwrap();
+        assert!(r.pin_first_seen_address);
+        r.apply(&obj(json!({"pin_first_seen_address": "FALSE"})))
+            .unwrap();
+        assert!(!r.pin_first_seen_address);
         // A role stored before the field existed still loads, with pinning off.
         let mut stored = serde_json::to_value(Role::default()).unwrap();
         stored

@@ -128,15 +128,22 @@ pub async fn sweep(store: Arc<dyn Store>, lease: LeaseGuard) -> Result<TidyCount
 /// Runs a pass every `interval` while the server runs (skipping a round when the store is
 /// sealed or another pass holds the lease). The first pass runs one interval after start, so a
 /// restart loop cannot turn into a tidy loop.
-pub async fn run_background(state: Arc<crate::state::AppState>, interval: Duration) {
+///
+/// `store` gives the unsealed store, `None` while sealed (the server passes its state's
+/// getter): the job needs that and the lease, not the whole server state.
+pub async fn run_background(
+    store: impl Fn() -> Option<Arc<dyn Store>> + Send + 'static,
+    lease: Arc<dyn TidyLease>,
+    interval: Duration,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(store) = state.store() else {
+        let Some(store) = store() else {
             continue;
         };
-        let Some(lease) = state.auth.tidy_lease.try_acquire() else {
+        let Some(lease) = lease.try_acquire() else {
             tracing::debug!(target: "keep::auth", "token tidy already running; skipping this round");
             continue;
         };

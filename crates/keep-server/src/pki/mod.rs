@@ -1236,7 +1236,15 @@ fn read_csr(pem: &str) -> Result<CsrInfo, PkiError> {
 /// storage is unsealed if it was not at start, refreshes the serving certificate's gauges and,
 /// with `auto_renew`, renews the serving certificate when it is due
 /// ([`Pki::renew_server_cert`]).
-pub async fn run_background(pki: Arc<Pki>, state: Arc<crate::state::AppState>, auto_renew: bool) {
+///
+/// `store` gives the unsealed store, `None` while sealed (the server passes its state's
+/// getter); the listener's TLS handle is the one [`Pki::attach_tls`] gave the mount. That is
+/// all the work needs, so the engine does not depend on the server's state.
+pub async fn run_background(
+    pki: Arc<Pki>,
+    store: impl Fn() -> Option<Arc<dyn Store>> + Send + 'static,
+    auto_renew: bool,
+) {
     let period = std::time::Duration::from_secs(60).min(
         std::time::Duration::try_from(pki.crl_next_update / 2)
             .unwrap_or(std::time::Duration::from_secs(60)),
@@ -1245,7 +1253,7 @@ pub async fn run_background(pki: Arc<Pki>, state: Arc<crate::state::AppState>, a
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(store) = state.store() else {
+        let Some(store) = store() else {
             continue;
         };
         let now = OffsetDateTime::now_utc();

@@ -12,7 +12,8 @@ use keep_pki::inspect::PublicKeyInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::auth::role::{RoleInputError, boolean, glob_match, string_list, ttl};
+use crate::auth::role::{RoleInputError, glob_match};
+use crate::fields::{boolean, opt_u64, string_list, to_bool, ttl};
 
 /// A leaf issued online lives 24 hours unless its role says otherwise.
 pub const DEFAULT_TTL: u64 = 24 * 3600;
@@ -157,18 +158,18 @@ const TOLERATED_AT_DEFAULT: [&str; 27] = [
     "not_after",
 ];
 
+/// Whether a tolerated field holds its Vault default: absent, empty, zero, or false (a boolean
+/// read as [`to_bool`] reads one, Go's `ParseBool`), or `issuer_ref: default`.
 fn at_default(field: &str, v: &Value) -> bool {
+    // keep issues wildcards as allow_subdomains says, which is what either value asks for.
+    if field == "allow_wildcard_certificates" && to_bool(v).is_some() {
+        return true;
+    }
     match v {
         Value::Null => true,
-        Value::Bool(b) => !*b || field == "allow_wildcard_certificates",
         Value::Number(n) => n.as_u64() == Some(0),
-        Value::String(s) => {
-            s.is_empty()
-                || s == "false"
-                || s == "0"
-                || (field == "issuer_ref" && s == "default")
-                || (field == "allow_wildcard_certificates" && s == "true")
-        }
+        Value::String(s) if field == "issuer_ref" && s == "default" => true,
+        Value::Bool(_) | Value::String(_) => to_bool(v) == Some(false),
         Value::Array(a) => {
             a.is_empty()
                 // Vault's default cn_validations.
@@ -279,9 +280,7 @@ impl PkiRole {
             }
             Some(_) => return Err(RoleInputError("key_type must be a string".into())),
         }
-        if let Some(bits) = crate::api::body::opt_u64(m, "key_bits")
-            .map_err(|_| RoleInputError("key_bits must be a non-negative integer".into()))?
-        {
+        if let Some(bits) = opt_u64(m, "key_bits")? {
             self.key_bits = u32::try_from(bits)
                 .map_err(|_| RoleInputError(format!("key_bits {bits} is not a key size")))?;
         }
@@ -707,6 +706,51 @@ mod tests {
             let e = bad.apply(body.as_object().unwrap()).unwrap_err().0;
             assert!(e.contains(says), "want {says:?} in {e}");
         }
+    }
+
+    /// Flags and tolerated Vault flags read booleans as Go's `ParseBool` does: every spelling
+    /// of false leaves a tolerated flag at its default, every spelling of true is refused.
+    #[test]
+    fn booleans_follow_parse_bool() {
+        let falses = ["0", "f", "F", "FALSE", "false", "False", ""];
+        let trues = ["1", "t", "T", "TRUE", "true", "True"];
+        for s in falses {
+            let r = role(json!({"allow_subdomains": s, "code_signing_flag": s, "no_store": s}));
+            assert!(!r.allow_subdomains, "{s:?}");
+        }
+        for s in trues {
+            let r = role(json!({"allow_subdomains": s, "allow_wildcard_certificates": s}));
+            assert!(r.allow_subdomains, "{s:?}");
+            let e = PkiRole::default()
+                .apply(json!({"code_signing_flag": s}).as_object().unwrap())
+                .unwrap_err()
+                .0;
+            assert_eq!(e, "code_signing_flag is not supported by keep", "{s:?}");
+        }
+        for s in ["yes", "on", "tRUE", " true"] {
+            let e = PkiRole::default()
+                .apply(json!({"allow_subdomains": s}).as_object().unwrap())
+                .unwrap_err()
+                .0;
+            assert_eq!(e, "allow_subdomains must be true or false", "{s:?}");
+            let e = PkiRole::default()
+                .apply(
+                    json!({"allow_wildcard_certificates": s})
+                        .as_object()
+                        .unwrap(),
+                )
+                .unwrap_err()
+                .0;
+            assert_eq!(
+                e, "allow_wildcard_certificates is not supported by keep",
+                "{s:?}"
+            );
+        }
+        let e = PkiRole::default()
+            .apply(json!({"key_bits": "big"}).as_object().unwrap())
+            .unwrap_err()
+            .0;
+        assert_eq!(e, "key_bits must be a non-negative integer");
     }
 
     // Paired allow/deny tests, one pair per rule.

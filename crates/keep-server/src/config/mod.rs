@@ -5,6 +5,11 @@
 //! into a validated config. Errors name the file, the field and — where YAML gives one — the line.
 //! Relative paths are resolved against the config file's directory, so the server behaves the
 //! same whatever directory it is started from.
+//!
+//! The pieces other sections' validators share (the error type, the duration reader, the
+//! identity type of `admins:` and `telemetry.metrics_scrapers`) are files of their own here, so
+//! a section validated elsewhere (`alerts:`, in `alerts::config`) uses them without reaching
+//! back into this file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,49 +19,13 @@ use keep_tls::server::{TlsSettings, TlsVersion};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// A config file that cannot be used. The message names the file, the field and the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// YAML syntax or shape error (serde-saphyr's message carries the line and column).
-    #[error("{path}: {message}")]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// First line of the parser's message.
-        message: String,
-    },
-    /// A field whose value is not acceptable.
-    #[error("{path}, line {line}: `{field}`: {problem}")]
-    Field {
-        /// The config file.
-        path: PathBuf,
-        /// The YAML line of the value (0 when unknown).
-        line: u64,
-        /// Dotted field path, e.g. `listener.tls.min_version`.
-        field: String,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
-    /// A required section or field is missing.
-    #[error("{path}: `{field}` is required; {hint}")]
-    Missing {
-        /// The config file.
-        path: PathBuf,
-        /// Dotted field path.
-        field: String,
-        /// What to put there.
-        hint: String,
-    },
-}
+pub mod duration;
+pub mod error;
+pub mod identity;
+
+use duration::parse_duration;
+pub use error::ConfigError;
+pub use identity::AdminIdentity;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,25 +222,6 @@ pub enum SealSource {
     PassphrasePrompt,
 }
 
-/// A break-glass operator identity: full access, no token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AdminIdentity {
-    /// Matches the client certificate's subject common name exactly.
-    CommonName(String),
-    /// Matches one of the client certificate's URI SANs exactly.
-    UriSan(String),
-}
-
-impl AdminIdentity {
-    /// Whether the verified client identity `peer` is this one.
-    pub fn matches(&self, peer: &keep_tls::identity::PeerIdentity) -> bool {
-        match self {
-            AdminIdentity::CommonName(cn) => peer.common_name.as_deref() == Some(cn.as_str()),
-            AdminIdentity::UriSan(uri) => peer.uri_sans.iter().any(|u| u == uri),
-        }
-    }
-}
-
 /// The `auth:` section: limits on logins and tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthConfig {
@@ -340,31 +290,6 @@ pub struct ServerConfig {
     pub tls_auto_renew: bool,
 }
 
-pub(crate) fn parse_duration(
-    v: &Spanned<String>,
-    field: &str,
-    path: &Path,
-) -> Result<Duration, ConfigError> {
-    keep_pki::duration::parse_duration(&v.value)
-        .ok()
-        .and_then(|d| {
-            if d.is_positive() {
-                Some(Duration::from_secs_f64(d.as_seconds_f64()))
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| ConfigError::Field {
-            path: path.to_owned(),
-            line: v.defined.line(),
-            field: field.into(),
-            problem: format!(
-                "{:?} is not a positive duration; write e.g. 10s or 1m",
-                v.value
-            ),
-        })
-}
-
 /// A count field that must lie in `1..=max` (`max_name` says what bounds it).
 fn bounded_count(
     v: &Spanned<u64>,
@@ -375,15 +300,15 @@ fn bounded_count(
 ) -> Result<usize, ConfigError> {
     let n = usize::try_from(v.value).unwrap_or(usize::MAX);
     if n == 0 || n > max {
-        return Err(ConfigError::Field {
-            path: path.to_owned(),
-            line: v.defined.line(),
-            field: field.into(),
-            problem: format!(
+        return Err(ConfigError::field(
+            path,
+            v.defined.line(),
+            field,
+            format!(
                 "{} is out of range; write a number from 1 to {max} ({max_name})",
                 v.value
             ),
-        });
+        ));
     }
     Ok(n)
 }
@@ -394,15 +319,15 @@ fn validate_budget(raw: &RawLimits, limits: &mut Limits, path: &Path) -> Result<
     if let Some(v) = &raw.pre_handshake_timeout {
         let d = parse_duration(v, &f("pre_handshake_timeout"), path)?;
         if d > limits.handshake_timeout {
-            return Err(ConfigError::Field {
-                path: path.to_owned(),
-                line: v.defined.line(),
-                field: f("pre_handshake_timeout"),
-                problem: format!(
+            return Err(ConfigError::field(
+                path,
+                v.defined.line(),
+                &f("pre_handshake_timeout"),
+                format!(
                     "{:?} is longer than listener.limits.handshake_timeout ({:?}); the ClientHello is part of the handshake",
                     v.value, limits.handshake_timeout
                 ),
-            });
+            ));
         }
         limits.pre_handshake_timeout = d;
     } else {
@@ -492,11 +417,8 @@ impl ServerConfig {
             field: field.into(),
             hint: hint.into(),
         };
-        let field_err = |line: u64, field: &str, problem: String| ConfigError::Field {
-            path: path.to_owned(),
-            line,
-            field: field.into(),
-            problem,
+        let field_err = |line: u64, field: &str, problem: String| {
+            ConfigError::field(path, line, field, problem)
         };
         let listener = raw.listener.ok_or_else(|| {
             missing(
