@@ -16,7 +16,7 @@
 # Usage: scripts/module-cycles.sh [--tests] [--allow DIR/]... CRATE_DIR
 #   --allow DIR/   circles whose files all lie under src/DIR/ are reported but do not fail
 #   exit status:   0 no circle (outside the allowed directories), 1 circles, 2 usage error
-# Example (CI): scripts/module-cycles.sh --allow api/ crates/keep-server
+# Example (CI): scripts/module-cycles.sh crates/keep-server
 set -euo pipefail
 
 tests=0
