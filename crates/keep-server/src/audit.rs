@@ -2292,6 +2292,102 @@ mod tests {
         assert_eq!(ids.len(), 1600);
     }
 
+    /// CPU time of the whole process (all threads, user + system) from `/proc/self/stat`, in
+    /// clock ticks of 10 ms (USER_HZ is 100 on Linux).
+    fn process_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        // The command name is in parentheses and may contain spaces: count from after it.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        Duration::from_millis((f[0] + f[1]) * 10)
+    }
+
+    /// Throughput and CPU per log call: N tasks on a 2-worker runtime, each doing
+    /// `log_request_async` + `log_response_async` in a loop against a real file in /tmp.
+    /// Not run by CI; run alone, in release mode:
+    /// `cargo test --release -p keep-server --lib audit_bench -- --ignored --nocapture`.
+    /// `AUDIT_BENCH_TASKS` (comma-separated, default `1,4,16,64`) and `AUDIT_BENCH_SECS`
+    /// (default 3) tune it.
+    #[test]
+    #[ignore = "a benchmark: run by hand"]
+    fn audit_bench_calls_per_second_and_cpu_per_call() {
+        let tasks: Vec<usize> = std::env::var("AUDIT_BENCH_TASKS")
+            .unwrap_or_else(|_| "1,4,16,64".into())
+            .split(',')
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        let secs: u64 = std::env::var("AUDIT_BENCH_SECS").map_or(3, |s| s.parse().unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for n in tasks {
+            let dir = tempfile::tempdir_in("/tmp").unwrap();
+            let log = AuditLog::open(
+                &dir.path().join("bench.log"),
+                key(),
+                AuditOptions::default(),
+            )
+            .unwrap();
+            let calls = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let cpu0 = process_cpu();
+            let t0 = Instant::now();
+            rt.block_on(async {
+                let handles: Vec<_> = (0..n)
+                    .map(|i| {
+                        let (log, calls, failed, stop) =
+                            (log.clone(), calls.clone(), failed.clone(), stop.clone());
+                        let req = entry(&log, &format!("bench-{i}"), Some(&json!({"k": "v"})));
+                        let resp = response(&log, &format!("bench-{i}"), Some(&json!({"k": 1})));
+                        tokio::spawn(async move {
+                            while !stop.load(Ordering::Relaxed) {
+                                match log.log_request_async(&req).await {
+                                    Ok(slot) => {
+                                        if log.log_response_async(&resp).await.is_err() {
+                                            failed.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                        drop(slot);
+                                        calls.fetch_add(2, Ordering::Relaxed);
+                                    }
+                                    Err(_) => {
+                                        failed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    h.await.unwrap();
+                }
+            });
+            let wall = t0.elapsed();
+            let cpu = process_cpu().saturating_sub(cpu0);
+            let calls = calls.load(Ordering::Relaxed);
+            let lines = lines(&dir.path().join("bench.log")).len() as u64;
+            println!(
+                "audit bench: {n:>3} tasks: {:>8.0} calls/s, {:>6.2} µs CPU per call, {} calls, {} failed, {} lines",
+                calls as f64 / wall.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / calls as f64,
+                calls,
+                failed.load(Ordering::Relaxed),
+                lines,
+            );
+            assert_eq!(failed.load(Ordering::Relaxed), 0);
+            assert_eq!(lines, calls);
+        }
+    }
+
     /// Pretends the key is absent on the first read, as when another node creates it
     /// between our read and our write.
     struct RacingStore {
