@@ -2547,6 +2547,234 @@ mod tests {
         flusher.join().unwrap().unwrap();
     }
 
+    /// Records which thread each write runs on, and how many writes there were; sleeps
+    /// `delay` in each write so that concurrent callers pile up behind it.
+    struct Recorder {
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+        out: Arc<Mutex<Vec<u8>>>,
+        delay: Duration,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            std::thread::sleep(self.delay);
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    type Recorded = (
+        AuditLog,
+        Arc<Mutex<Vec<std::thread::ThreadId>>>,
+        Arc<Mutex<Vec<u8>>>,
+    );
+
+    fn recorded_log(delay: Duration) -> Recorded {
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let w = Recorder {
+            threads: Arc::clone(&threads),
+            out: Arc::clone(&out),
+            delay,
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
+        (log, threads, out)
+    }
+
+    fn written_ids(out: &Mutex<Vec<u8>>) -> Vec<String> {
+        String::from_utf8(out.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| format!("{}:{}", v["type"].as_str().unwrap(), v["request"]["id"]))
+            .collect()
+    }
+
+    // The point of the design: with the sink idle, a call writes its line itself, on its
+    // own thread (no hand-off to a writer thread and back), in the blocking and in the async
+    // variant, on a worker of a multi-thread runtime too.
+    #[test]
+    fn audit_uncontended_call_writes_on_the_callers_thread() {
+        let (log, threads, out) = recorded_log(Duration::ZERO);
+        let me = std::thread::current().id();
+        drop(log.log_request(&entry(&log, "blocking", None)).unwrap());
+        assert_eq!(*threads.lock().unwrap(), [me]);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = log.clone();
+        let (caller, slot) = rt.block_on(async move {
+            tokio::spawn(async move {
+                let caller = std::thread::current().id();
+                let slot = l.log_request_async(&entry(&l, "async", None)).await;
+                (caller, slot)
+            })
+            .await
+            .unwrap()
+        });
+        drop(slot.unwrap());
+        let threads = threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 2);
+        assert_eq!(threads[1], caller);
+        assert_ne!(caller, me, "the task ran on a runtime worker");
+        assert_eq!(
+            written_ids(&out),
+            ["request:\"blocking\"", "request:\"async\""]
+        );
+    }
+
+    // Group commit: callers that arrive while a write is in progress are written together by
+    // the next flusher, in far fewer writes than lines, and every line exactly once.
+    #[test]
+    fn audit_concurrent_calls_are_batched_into_fewer_writes() {
+        const TASKS: usize = 32;
+        let (log, threads, out) = recorded_log(Duration::from_millis(20));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let handles: Vec<_> = (0..TASKS)
+                .map(|i| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let id = format!("t{i}");
+                        let slot = log.log_request_async(&entry(&log, &id, None)).await?;
+                        log.log_response_async(&response(&log, &id, None)).await?;
+                        drop(slot);
+                        Ok::<(), AuditError>(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.await.unwrap().unwrap();
+            }
+        });
+        let writes = threads.lock().unwrap().len();
+        assert!(
+            writes < TASKS,
+            "{writes} writes for {} lines: not batched",
+            2 * TASKS
+        );
+        let mut ids = written_ids(&out);
+        ids.sort();
+        let mut want: Vec<String> = (0..TASKS)
+            .flat_map(|i| [format!("request:\"t{i}\""), format!("response:\"t{i}\"")])
+            .collect();
+        want.sort();
+        assert_eq!(ids, want);
+        println!("{} lines in {writes} writes", 2 * TASKS);
+    }
+
+    // A hung sink blocks only the flusher's thread (here a runtime worker): a second caller
+    // fails within the timeout, health goes red, and later callers fail at once.
+    #[test]
+    fn audit_blocked_sink_fails_a_second_caller_within_the_timeout() {
+        let (log, gate, writes, out) = stuck_log();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let l = log.clone();
+        let first = rt.spawn(async move {
+            l.log_request_async(&entry(&l, "first", None))
+                .await
+                .map(drop)
+        });
+        assert!(wait_until(Duration::from_secs(1), || {
+            log.inner.shared.busy_since.load(Ordering::SeqCst) != 0
+        }));
+        let l = log.clone();
+        let (second, took) = rt.block_on(async move {
+            let start = Instant::now();
+            let r = l.log_request_async(&entry(&l, "second", None)).await;
+            (r.map(drop), start.elapsed())
+        });
+        let err = second.unwrap_err();
+        assert!(matches!(err, AuditError::Timeout { .. }), "{err}");
+        assert!(
+            took >= Duration::from_millis(900) && took <= Duration::from_millis(1500),
+            "took {took:?}"
+        );
+        assert!(!log.healthy());
+        assert!(log.last_error().unwrap().contains("blocked"));
+        let start = Instant::now();
+        let err = rt
+            .block_on(log.log_response_async(&response(&log, "third", None)))
+            .unwrap_err();
+        assert!(matches!(err, AuditError::Stuck { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_millis(100));
+        assert_eq!(writes.load(Ordering::SeqCst), 1);
+
+        open_gate(&gate);
+        rt.block_on(first).unwrap().unwrap();
+        assert!(wait_until(Duration::from_secs(2), || log.healthy()));
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("\"first\""));
+        assert!(
+            !text.contains("\"second\"") && !text.contains("\"third\""),
+            "{text}"
+        );
+    }
+
+    // An async caller that is cancelled while it waits (its future dropped, as when a client
+    // goes away) leaves its line queued, as a queued line always was: it is written later
+    // (by the watchdog when nobody else comes), and it does not hold up anyone else.
+    #[test]
+    fn audit_cancelled_waiter_line_is_written_and_blocks_nobody() {
+        let (log, gate, _writes, out) = stuck_log();
+        let flusher = stuck_flusher(&log, "flusher");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cancelled = log.log_response_async(&response(&log, "cancelled", None));
+        let r =
+            rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), cancelled).await });
+        assert!(r.is_err(), "it was still waiting");
+        assert_eq!(log.inner.shared.batch.lock().unwrap().pending.len(), 1);
+        open_gate(&gate);
+        flusher.join().unwrap().unwrap();
+        assert!(wait_until(Duration::from_secs(3), || {
+            String::from_utf8(out.lock().unwrap().clone())
+                .unwrap()
+                .contains("\"cancelled\"")
+        }));
+        assert!(log.inner.shared.batch.lock().unwrap().pending.is_empty());
+        drop(log.log_request(&entry(&log, "after", None)).unwrap());
+    }
+
+    // The watchdog is the log's only thread, and it does not outlive the log.
+    #[test]
+    fn audit_watchdog_ends_with_the_last_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            AuditLog::open(&dir.path().join("a.log"), key(), AuditOptions::default()).unwrap();
+        let shared = Arc::downgrade(&log.inner.shared);
+        let clone = log.clone();
+        drop(log);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(shared.upgrade().is_some(), "a handle is still alive");
+        drop(clone.log_request(&entry(&clone, "r", None)).unwrap());
+        drop(clone);
+        // The watchdog held the last reference; it is gone once the thread has ended.
+        assert!(wait_until(Duration::from_secs(2), || shared
+            .upgrade()
+            .is_none()));
+    }
+
     #[test]
     fn audit_concurrent_entries_are_whole_lines() {
         let dir = tempfile::tempdir().unwrap();
