@@ -30,25 +30,41 @@
 //! # Fail closed, but bounded
 //!
 //! A request must fail when its audit line cannot be written, but a broken disk must never
-//! hang the server. One writer thread owns the file and is fed by a bounded queue; a log call
-//! enqueues its line and waits for the writer's acknowledgement for at most
-//! [`AuditOptions::write_timeout`] (1 s by default):
+//! hang the server. There is no writer thread: the callers write the file themselves, in
+//! group commit. A log call serializes its line and appends it to a shared pending batch; if
+//! no flush is in progress, the call becomes the flusher and writes the whole batch (its own
+//! line last) on its own thread, then hands every line of it its result. So an uncontended
+//! request writes its own line with no hand-off to another thread and back, and the lines of
+//! concurrent requests go out in one write. A call that finds a flush in progress waits, for
+//! at most [`AuditOptions::write_timeout`] (1 s by default), until a flusher has taken and
+//! written its line; when a flush ends, one of the callers whose line is still pending is
+//! woken to be the next flusher. The blocking variant parks its thread; the async variant
+//! waits as a future without holding a runtime thread, except while it is the flusher (then
+//! the write runs on the runtime thread it was called on, as any file write in a task would):
 //!
-//! - the writer `write_all`s a batch of lines and flushes it to the OS before acknowledging.
-//!   It does not fsync per line by default ([`AuditOptions::fsync`]): a killed process loses
-//!   nothing that reached the OS, only a power loss or kernel crash can, and Vault's file
-//!   device makes the same trade;
+//! - the flusher `write_all`s the batch and flushes it to the OS before any of its calls
+//!   returns `Ok`. It does not fsync by default ([`AuditOptions::fsync`]): a killed process
+//!   loses nothing that reached the OS, only a power loss or kernel crash can, and Vault's
+//!   file device makes the same trade;
 //! - a failed write (ENOSPC, EIO …) is answered with `Err` at once, the partial line it may
 //!   have left is cut off again (`ftruncate` to the previous length), and every later call
 //!   tries again, so freeing disk space heals the log without a restart. While the last write
-//!   failed, the writer also probes by itself every second, so health turns green again even
-//!   if a load balancer stopped sending traffic because health was red;
-//! - a write that blocks (a hung NFS or FUSE mount) is not waited for beyond the timeout; once
-//!   the writer has been blocked longer than the timeout, calls fail immediately without
-//!   queueing, and a full queue fails immediately too, so neither threads nor memory pile up;
-//! - a call that timed out before the writer picked its line up withdraws it, so it is never
-//!   written later; a line the writer had already started may still land (an entry for a
-//!   request that then failed, never a request that succeeded without an entry).
+//!   failed, a watchdog thread also probes once a second, so health turns green again even
+//!   if a load balancer stopped sending traffic because health was red. The watchdog is the
+//!   log's only thread, wakes only once a second, is never on a request's path, and ends
+//!   when the last [`AuditLog`] handle is dropped;
+//! - a write that blocks (a hung NFS or FUSE mount) blocks only the flusher's thread (for an
+//!   async caller, one runtime worker), and only the flusher's own call outlasts the timeout
+//!   (a write in progress cannot be abandoned; it returns when the write does). Everyone else
+//!   waits at most the timeout; once the current write has lasted longer than the timeout (or a caller
+//!   timed out on it), calls fail immediately without queueing, and at most
+//!   [`AuditOptions::queue_capacity`] lines may be pending before calls fail at once too, so
+//!   neither threads nor memory pile up;
+//! - a call that timed out before a flusher took its line withdraws it, so it is never
+//!   written later; a line already taken into a write may still land (an entry for a
+//!   request that then failed, never a request that succeeded without an entry). An async
+//!   call that is cancelled while waiting (its future dropped) leaves its line queued: the
+//!   next flusher, or else the watchdog, writes it.
 //!
 //! # A refusal is true: the response line's space is reserved before the request is acted on
 //!
@@ -57,10 +73,11 @@
 //! reserve past its end (`fallocate(FALLOC_FL_KEEP_SIZE)`: the blocks belong to the file, its
 //! size does not change) of [`AuditOptions::reserve_per_request`] bytes for every request in
 //! flight, grown in steps of 64 KiB so that most batches need no `fallocate` call. A request
-//! line is acknowledged only after the writer has grown the reserve to cover
-//! the line itself plus one response line for it and for every other request still in flight
-//! ([`ResponseSlot`] counts them); if the reserve cannot be grown (the disk is full) the request
-//! line is not written and the call fails, *before* the handler acts. Response lines are always
+//! line is acknowledged only after its flusher has grown the reserve to cover the line itself
+//! plus one response line for it and for every other request still in flight
+//! ([`ResponseSlot`] counts them); if the reserve cannot be grown (the disk is full) the
+//! request lines of that batch are not written and their calls fail, *before* the handler
+//! acts. Response lines are always
 //! written, out of the reserve, so a response line that fits its share cannot fail for want of
 //! space.
 //!
@@ -1049,7 +1066,7 @@ impl Shared {
     }
 
     /// One batch: the gap line if calls failed since the last success, then the lines; the
-    /// reserve grown first. The body of the former writer loop, run by whoever flushes.
+    /// reserve grown first. Runs on the thread of whoever flushes.
     fn write(&self, lines: &[Line]) -> Outcome {
         let mut sink = lock(&self.sink);
         let sink = &mut *sink;
@@ -1961,7 +1978,7 @@ mod tests {
 
     impl Drop for Tmpfs {
         fn drop(&mut self) {
-            // Lazy, so an fd still held by a writer thread cannot keep it mounted.
+            // Lazy, so an fd still held by a log (its watchdog) cannot keep it mounted.
             let _ = Command::new("umount")
                 .arg("-l")
                 .arg(self.dir.path())
@@ -2209,7 +2226,7 @@ mod tests {
                 .is_err()
         );
         assert!(!log.healthy());
-        // Four seconds: four probes by the writer, and a request now and then.
+        // Four seconds: four probes by the watchdog, and a request now and then.
         let until = Instant::now() + Duration::from_secs(4);
         let mut checks = 0;
         while Instant::now() < until {
@@ -2225,7 +2242,7 @@ mod tests {
         }
         assert!(!log.healthy());
         std::fs::remove_file(filler).unwrap();
-        // No request needed: the writer's probe is a real write (the gap line).
+        // No request needed: the watchdog's probe is a real write (the gap line).
         assert!(wait_until(Duration::from_secs(10), || log.healthy()));
         let gap: Vec<Value> = lines(&path)
             .into_iter()
@@ -2267,7 +2284,7 @@ mod tests {
         assert!(log.log_request(&entry(&log, "r", None)).is_err());
         assert!(!log.healthy());
         fail.store(false, Ordering::SeqCst);
-        // No request needed: the writer probes by itself, so health can turn green even
+        // No request needed: the watchdog probes by itself, so health can turn green even
         // when red health has taken the node out of the load balancer.
         assert!(wait_until(Duration::from_secs(3), || log.healthy()));
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
