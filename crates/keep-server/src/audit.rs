@@ -1451,7 +1451,7 @@ impl AuditLog {
     ///
     /// Each batch is `write_all` + `flush`ed; a failed write cannot be cut back, so the next
     /// write starts with a newline to keep a fragment on a line of its own. The writer is
-    /// called on the threads of the log's callers (one at a time).
+    /// called on the threads of the log's callers and its watchdog, one at a time.
     pub fn with_writer(
         writer: Box<dyn Write + Send>,
         hmac_key: HmacKey,
