@@ -979,11 +979,7 @@ admins:
             let text = bad.replace('\n', ends);
             match load(&text).unwrap_err() {
                 ConfigError::Field { line, field, .. } => {
-                    assert_eq!(
-                        (line, field.as_str()),
-                        (8, "listener.tls.min_version"),
-                        "{ends:?}"
-                    )
+                    assert_eq!((line, field.as_str()), (8, "listener.tls.min_version"), "{ends:?}")
                 }
                 e => panic!("{ends:?}: {e}"),
             }
