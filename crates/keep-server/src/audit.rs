@@ -2836,6 +2836,19 @@ mod tests {
         Duration::from_millis((f[0] + f[1]) * 10)
     }
 
+    /// Write syscalls of the whole process so far (`syscw` in `/proc/self/io`): audit writes,
+    /// plus the eventfd writes with which tokio wakes a parked worker.
+    fn process_writes() -> u64 {
+        std::fs::read_to_string("/proc/self/io")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Throughput and CPU per log call: N tasks on a 2-worker runtime, each doing
     /// `log_request_async` + `log_response_async` in a loop against a real file in /tmp.
     /// Not run by CI; run alone, in release mode:
@@ -2868,6 +2881,7 @@ mod tests {
             let failed = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(AtomicBool::new(false));
             let cpu0 = process_cpu();
+            let writes0 = process_writes();
             let t0 = Instant::now();
             rt.block_on(async {
                 let handles: Vec<_> = (0..n)
@@ -2902,12 +2916,14 @@ mod tests {
             });
             let wall = t0.elapsed();
             let cpu = process_cpu().saturating_sub(cpu0);
+            let writes = process_writes() - writes0;
             let calls = calls.load(Ordering::Relaxed);
             let lines = lines(&dir.path().join("bench.log")).len() as u64;
             println!(
-                "audit bench: {n:>3} tasks: {:>8.0} calls/s, {:>6.2} µs CPU per call, {} calls, {} failed, {} lines",
+                "audit bench: {n:>3} tasks: {:>8.0} calls/s, {:>6.2} µs CPU per call, {:.2} write syscalls per call, {} calls, {} failed, {} lines",
                 calls as f64 / wall.as_secs_f64(),
                 cpu.as_secs_f64() * 1e6 / calls as f64,
+                writes as f64 / calls as f64,
                 calls,
                 failed.load(Ordering::Relaxed),
                 lines,
