@@ -2887,6 +2887,57 @@ mod tests {
         );
     }
 
+    /// Panics in its first write (a buggy [`Write`] given to `with_writer`).
+    struct PanicOnce {
+        panicked: bool,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for PanicOnce {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !std::mem::replace(&mut self.panicked, true) {
+                panic!("sink bug");
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    // A flusher that panics in the sink does not leave the log "flushing" forever: the
+    // flush is ended, health goes red, and the next call writes (with a gap line).
+    #[test]
+    fn audit_panicking_sink_does_not_wedge_the_log() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let w = PanicOnce {
+            panicked: false,
+            out: Arc::clone(&out),
+        };
+        let log = AuditLog::with_writer(Box::new(w), key(), AuditOptions::default()).unwrap();
+        let l = log.clone();
+        let r = std::thread::spawn(move || l.log_request(&entry(&l, "boom", None)).map(drop));
+        assert!(r.join().is_err(), "the sink's panic reached its caller");
+        assert!(!log.inner.shared.batch.lock().unwrap().flushing);
+        assert!(!log.healthy());
+        assert!(log.last_error().unwrap().contains("panicked"));
+        drop(log.log_request(&entry(&log, "next", None)).unwrap());
+        assert!(log.healthy());
+        // The panic may have left a fragment: the next write starts on a new line.
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let l: Vec<Value> = text
+            .strip_prefix('\n')
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(l.len(), 2, "{text}");
+        assert_eq!(l[0]["type"], "audit");
+        assert!(l[0]["error"].as_str().unwrap().contains("panicked"));
+        assert_eq!(l[1]["request"]["id"], "next");
+    }
+
     #[test]
     fn audit_concurrent_entries_are_whole_lines() {
         let dir = tempfile::tempdir().unwrap();
