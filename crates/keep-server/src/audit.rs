@@ -3005,7 +3005,7 @@ mod tests {
     /// On a loaded 2-core VM (ext4): about 4.5–5.5 µs CPU per call at every task count, one
     /// write per call. The former design (a writer thread fed by a queue) took 17–20 µs per
     /// call with 1 task and 8.5–9.5 with 4, but 3.5 with 16 and 3.0 with 64, because its
-    /// thread batched up to ~20 lines per write while the callers could not: on 2 workers at
+    /// thread batched 10–20 lines per write while the callers cannot: on 2 workers at
     /// most 2 calls write at once.
     #[test]
     #[ignore = "a benchmark: run by hand"]
