@@ -67,12 +67,13 @@ impl MetricsAccess {
 }
 
 /// Compiled roles by name (it dereferences to the `BTreeMap`), indexed by the CA each role is
-/// bound to.
+/// bound to and by the literal start of its `allowed_common_names` patterns.
 ///
-/// A login without a role name considers only the roles that could match: those bound to a CA
-/// in the caller's verified path, and those bound to no CA. Every other role would fail its
-/// chain check, so the choice is the same as trying all of them, but a login costs the same
-/// with 1 role or 1,000 roles of other CAs.
+/// A login without a role name considers only the roles that could match: either those bound
+/// to a CA in the caller's verified path (or to no CA), or those whose common-name patterns
+/// can match the caller's common name (or that have none), whichever set is smaller. Every
+/// other role would fail its chain or name check, so the choice is the same as trying all of
+/// them, but a login costs about the same with 1 role or 1,000.
 #[derive(Clone, Default)]
 pub struct RoleMap {
     by_name: BTreeMap<String, Arc<CompiledRole>>,
@@ -80,6 +81,11 @@ pub struct RoleMap {
     by_ca: HashMap<CaKey, BTreeSet<String>>,
     /// Names of the roles with no `certificate` (any CA the listener trusts).
     unbound: BTreeSet<String>,
+    /// Names of the roles with `allowed_common_names`, under each pattern's text before its
+    /// first `*` (a common name the pattern matches starts with it).
+    by_cn_prefix: HashMap<String, BTreeSet<String>>,
+    /// Names of the roles without `allowed_common_names`.
+    any_cn: BTreeSet<String>,
 }
 
 impl std::ops::Deref for RoleMap {
@@ -106,6 +112,32 @@ impl FromIterator<(String, Arc<CompiledRole>)> for RoleMap {
     }
 }
 
+/// The literal text of a glob before its first `*`.
+fn literal_prefix(pattern: &str) -> &str {
+    pattern.split('*').next().unwrap_or_default()
+}
+
+fn index_add<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<String>>,
+    key: K,
+    name: &str,
+) {
+    index.entry(key).or_default().insert(name.to_owned());
+}
+
+fn index_remove<K, Q>(index: &mut HashMap<K, BTreeSet<String>>, key: &Q, name: &str)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(names) = index.get_mut(key) {
+        names.remove(name);
+        if names.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 impl RoleMap {
     /// Adds or replaces the role `name`.
     pub fn insert(&mut self, name: String, role: Arc<CompiledRole>) {
@@ -117,12 +149,16 @@ impl RoleMap {
             // A role whose certificate no longer parses (no keys) matches nothing: no entry.
             Some(keys) => {
                 for key in keys {
-                    self.by_ca
-                        .entry(key.clone())
-                        .or_default()
-                        .insert(name.clone());
+                    index_add(&mut self.by_ca, key.clone(), &name);
                 }
             }
+        }
+        let patterns = &role.role.allowed_common_names;
+        if patterns.is_empty() {
+            self.any_cn.insert(name.clone());
+        }
+        for p in patterns {
+            index_add(&mut self.by_cn_prefix, literal_prefix(p).to_owned(), &name);
         }
         self.by_name.insert(name, role);
     }
@@ -136,29 +172,47 @@ impl RoleMap {
             }
             Some(keys) => {
                 for key in keys {
-                    if let Some(names) = self.by_ca.get_mut(key) {
-                        names.remove(name);
-                        if names.is_empty() {
-                            self.by_ca.remove(key);
-                        }
-                    }
+                    index_remove(&mut self.by_ca, key, name);
                 }
             }
+        }
+        self.any_cn.remove(name);
+        for p in &role.role.allowed_common_names {
+            index_remove(&mut self.by_cn_prefix, literal_prefix(p), name);
         }
         Some(role)
     }
 
-    /// The roles whose CA binding `peer`'s verified path can satisfy, in name order.
+    /// A superset of the roles `peer` can match, in name order: the smaller of the roles its
+    /// CAs allow and the roles its common name allows.
     fn candidates<'a>(
         &'a self,
         peer: &PeerIdentity,
-    ) -> impl Iterator<Item = &'a Arc<CompiledRole>> {
-        let mut names: BTreeSet<&str> = self.unbound.iter().map(String::as_str).collect();
-        for issuer in &peer.issuers {
-            if let Some(bound) = self.by_ca.get(issuer) {
-                names.extend(bound.iter().map(String::as_str));
-            }
+    ) -> impl Iterator<Item = &'a Arc<CompiledRole>> + use<'a> {
+        let by_ca: Vec<&BTreeSet<String>> = std::iter::once(&self.unbound)
+            .chain(peer.issuers.iter().filter_map(|i| self.by_ca.get(i)))
+            .collect();
+        let mut by_cn = vec![&self.any_cn];
+        if let Some(cn) = peer.common_name.as_deref() {
+            // Every start of the name (at character boundaries), the empty one included.
+            by_cn.extend(
+                (0..=cn.len())
+                    .filter(|&i| cn.is_char_boundary(i))
+                    .filter_map(|i| self.by_cn_prefix.get(&cn[..i])),
+            );
         }
+        let size = |sets: &[&BTreeSet<String>]| sets.iter().map(|s| s.len()).sum::<usize>();
+        let smaller = if size(&by_cn) < size(&by_ca) {
+            by_cn
+        } else {
+            by_ca
+        };
+        let mut names: Vec<&str> = smaller
+            .iter()
+            .flat_map(|s| s.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
         names.into_iter().filter_map(|n| self.by_name.get(n))
     }
 }
@@ -312,7 +366,7 @@ pub fn select_role(
             .map_err(|m| SelectError::Mismatch(n.to_owned(), m))?;
         return Ok((r.clone(), "named in the request"));
     }
-    // Only the roles bound to one of the caller's CAs, or to none: the others cannot match.
+    // Only roles the caller's CAs or common name allow: the others cannot match.
     let matching: Vec<&Arc<CompiledRole>> = roles
         .candidates(peer)
         .filter(|r| !only_tokenless || r.role.allow_tokenless)
@@ -365,7 +419,7 @@ mod tests {
         keep_tls::identity::from_verified_chain(&chain).unwrap()
     }
 
-    /// What `select_role` answered before the CA index: every role tried.
+    /// What `select_role` answered before the role index: every role tried.
     fn every_role_tried(
         roles: &RoleMap,
         peer: &PeerIdentity,
@@ -397,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ca_index_selects_exactly_what_trying_every_role_selects() {
+    fn the_role_index_selects_exactly_what_trying_every_role_selects() {
         let pki = TestPki::new();
         let now = time::OffsetDateTime::now_utc();
         let other = pki.issue_intermediate(
@@ -440,7 +494,16 @@ mod tests {
             "broken".into(),
             Arc::new(CompiledRole::new("broken", broken)),
         );
+        // Many roles of the same CA, told apart by common name.
+        for i in 0..20 {
+            let name = format!("team-{i}");
+            let fields =
+                json!({"certificate": inter, "allowed_common_names": format!("svc-{i}-*")});
+            roles.insert(name.clone(), compiled(&name, fields));
+        }
         let leaves = [
+            pki.issue(&LeafSpec::client("svc-3-db")),
+            pki.issue(&LeafSpec::client("svc-")),
             pki.issue(&LeafSpec::agent("agent-7")),
             pki.issue(&LeafSpec::agent("agent-8")),
             pki.issue(&LeafSpec::agent("agent-7").issuer(IssuerChoice::Root)),
@@ -458,22 +521,30 @@ mod tests {
             }
         };
         check(&roles);
-        // Only the roles of the caller's CA and the one without a CA are examined.
-        let examined: Vec<&str> = roles
-            .candidates(&peer(&leaves[1]))
-            .map(|r| r.name.as_str())
-            .collect();
-        assert_eq!(examined, ["agents", "anyca", "loose", "twin"]);
         // Both rules show up in these cases: a unique choice, and a tie listing candidates.
-        let p7 = peer(&leaves[0]);
+        let p7 = peer(&leaves[2]);
         assert_eq!(
             select_role(&roles, None, &p7, None, false).unwrap_err(),
             SelectError::Ambiguous(vec!["agents".into(), "twin".into()])
         );
-        let p8 = peer(&leaves[1]);
+        let p8 = peer(&leaves[3]);
         assert_eq!(
             select_role(&roles, None, &p8, None, false).unwrap().0.name,
             "agents"
+        );
+        // 24 roles accept the caller's CA, 4 its common name: those 4 are examined.
+        let examined: Vec<&str> = roles.candidates(&p8).map(|r| r.name.as_str()).collect();
+        assert_eq!(examined, ["agents", "broken", "loose", "other"]);
+        // A role of another CA and another name is never examined.
+        let svc = peer(&leaves[0]);
+        assert!(
+            roles
+                .candidates(&svc)
+                .all(|r| r.name != "team-4" && r.name != "other")
+        );
+        assert_eq!(
+            select_role(&roles, None, &svc, None, false).unwrap_err(),
+            SelectError::Ambiguous(vec!["anyca".into(), "team-3".into()])
         );
         // The named path is unchanged: a role of another CA names the failed check.
         assert_eq!(
@@ -499,5 +570,12 @@ mod tests {
             SelectError::NoMatch
         );
         assert!(!roles.by_ca.values().any(|names| names.contains("agents")));
+        assert!(
+            !roles
+                .by_cn_prefix
+                .values()
+                .any(|names| names.contains("agents"))
+        );
+        assert!(!roles.unbound.contains("loose") && !roles.any_cn.contains("loose"));
     }
 }
