@@ -126,14 +126,24 @@ pub fn init(
     Ok(())
 }
 
-/// Unseals the storage with the configured source.
+/// Unseals the storage with the configured source, with the read cache (`storage.cache`)
+/// between the barrier and `store`.
 pub fn unseal(
     config: &ServerConfig,
     store: Arc<dyn Store>,
     prompt: &dyn Fn(&str) -> Result<SecretString, String>,
 ) -> Result<Arc<dyn Store>, ServerError> {
-    let barrier = key_source(config, prompt)?.unseal(store)?;
+    let barrier = key_source(config, prompt)?.unseal(with_cache(config, store))?;
     Ok(Arc::new(barrier))
+}
+
+/// `store` behind the read cache, or `store` itself with `storage.cache: false`. Only the
+/// barrier reads through it (it caches ciphertext); seal status polls the store directly.
+fn with_cache(config: &ServerConfig, store: Arc<dyn Store>) -> Arc<dyn Store> {
+    match config.storage_cache {
+        Some(limits) => Arc::new(keep_store::CachedStore::with_limits(store, limits)),
+        None => store,
+    }
 }
 
 /// `keep server rotate`: adds a new barrier key term; new writes use it, old entries stay
@@ -165,6 +175,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
             crate::pki::metrics::describe();
             crate::api::limits::describe_metrics();
             crate::auth::tidy::describe_metrics();
+            keep_store::cache::describe_metrics();
             handle
         })
         .clone()

@@ -8,6 +8,8 @@
 //!        │
 //!   Barrier  ── AES-256-GCM, keyring of terms ──   unlocked by the root key (seal module)
 //!        │
+//!   CachedStore ── bounded read cache of ciphertexts ── (optional; cache module)
+//!        │
 //!   Store    ── opaque bytes ──                    SqliteStore, MemStore, (PostgreSQL later)
 //! ```
 //!
@@ -18,6 +20,8 @@
 //!   proves its backends.
 //! - [`Barrier`] encrypts every value before it reaches a store and authenticates it on the
 //!   way back. The server talks to storage only through it.
+//! - [`CachedStore`] caches reads below the barrier (so it holds only ciphertext) and has one
+//!   invalidation point, [`CachedStore::invalidate`], that every write goes through.
 //! - [`seal`] turns unseal material (a 0600 key file, or a passphrase stretched with argon2id)
 //!   into the root key that opens the barrier, and records in plaintext how to do that
 //!   (`core/seal-config`), so a sealed server can still report its state.
@@ -70,6 +74,7 @@
 #![forbid(unsafe_code)]
 
 pub mod barrier;
+pub mod cache;
 pub mod error;
 pub mod health;
 pub mod mem;
@@ -82,6 +87,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use barrier::{Barrier, KeyStatus};
+pub use cache::{CacheLimits, CacheStats, CachedStore};
 pub use error::{BarrierError, StoreError};
 pub use health::{Tracked, WriteHealth};
 pub use mem::MemStore;

@@ -1,12 +1,13 @@
 //! Every backend runs the one conformance suite (`keep_store::testing`): the in-memory store,
-//! SQLite on real files in a temporary directory, and SQLite in memory. A later PostgreSQL
+//! SQLite on real files in a temporary directory, and SQLite in memory, each also behind the
+//! read cache ([`CachedStore`]), which must not change any answer. A later PostgreSQL
 //! backend adds its own two calls here and nothing else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use keep_store::{MemStore, SqliteStore, Store, testing};
+use keep_store::{CachedStore, MemStore, SqliteStore, Store, testing};
 
 #[test]
 fn mem_store_conforms() {
@@ -32,6 +33,26 @@ fn sqlite_file_conforms() {
         Box::new(SqliteStore::open(path).unwrap())
     });
 }
+
+#[test]
+fn cached_mem_store_conforms() {
+    testing::conformance(|| Box::new(CachedStore::new(MemStore::new())));
+}
+
+#[test]
+fn cached_sqlite_file_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    testing::conformance(|| {
+        let path = dir
+            .path()
+            .join(format!("cached-{}.db", n.fetch_add(1, Ordering::Relaxed)));
+        Box::new(CachedStore::new(SqliteStore::open(path).unwrap()))
+    });
+}
+
+// Not `conformance_shared`: two caches over one database see each other's writes only through
+// a change feed calling `CachedStore::invalidate`, which arrives with several server nodes.
 
 #[test]
 fn sqlite_in_memory_conforms() {

@@ -366,6 +366,12 @@ impl CompiledRole {
         }
     }
 
+    /// The CAs this role is bound to (`None`: any CA the listener trusts), for indexing roles
+    /// by CA; matching itself goes through [`matches`](Self::matches).
+    pub fn ca_keys(&self) -> Option<&[CaKey]> {
+        self.ca_keys.as_deref()
+    }
+
     /// Whether `peer` (verified by the listener) connecting from `addr` matches this role.
     /// Pure: no I/O, no parsing, no signature check (the listener built the verified path once
     /// per connection).

@@ -119,6 +119,9 @@ struct RawLimits {
 struct RawStorage {
     sqlite: Option<RawSqlite>,
     postgres: Option<serde_json::Value>,
+    /// `false`, `true`, or `{max_entries, max_bytes}`: read as a value and checked by hand,
+    /// so each shape gets its own message (serde's untagged enums lose the line).
+    cache: Option<Spanned<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +274,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// SQLite database path.
     pub sqlite_path: PathBuf,
+    /// `storage.cache`: the read cache under the barrier; `None` = off (`cache: false`).
+    pub storage_cache: Option<keep_store::CacheLimits>,
     /// Unseal source.
     pub seal: SealSource,
     /// Security alerts: detector thresholds and the optional webhook.
@@ -288,6 +293,56 @@ pub struct ServerConfig {
     /// `listener.tls.auto_renew`: the server renews its serving certificate with its own PKI
     /// issuer at 2/3 of its lifetime (needs `pki:`).
     pub tls_auto_renew: bool,
+}
+
+/// Largest `storage.cache.max_entries`.
+const MAX_CACHE_ENTRIES: u64 = 100_000_000;
+/// Largest `storage.cache.max_bytes` (64 GiB).
+const MAX_CACHE_BYTES: u64 = 64 << 30;
+
+/// `storage.cache`: `false` turns the read cache off, `true` keeps the defaults, a map sets
+/// `max_entries` and/or `max_bytes`.
+fn parse_cache(
+    v: &Spanned<serde_json::Value>,
+    path: &Path,
+) -> Result<Option<keep_store::CacheLimits>, ConfigError> {
+    let err =
+        |field: &str, problem: String| ConfigError::field(path, v.defined.line(), field, problem);
+    let mut limits = keep_store::CacheLimits::default();
+    let map = match &v.value {
+        serde_json::Value::Bool(false) => return Ok(None),
+        serde_json::Value::Bool(true) => return Ok(Some(limits)),
+        serde_json::Value::Object(m) => m,
+        _ => {
+            return Err(err(
+                "storage.cache",
+                "write `false` (no cache), `true` (defaults) or `{max_entries: N, max_bytes: N}`"
+                    .into(),
+            ));
+        }
+    };
+    for (key, value) in map {
+        let (max, slot) = match key.as_str() {
+            "max_entries" => (MAX_CACHE_ENTRIES, &mut limits.max_entries),
+            "max_bytes" => (MAX_CACHE_BYTES, &mut limits.max_bytes),
+            other => {
+                return Err(err(
+                    &format!("storage.cache.{other}"),
+                    "unknown field; expected max_entries or max_bytes".into(),
+                ));
+            }
+        };
+        let n = value.as_u64().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            err(
+                &format!("storage.cache.{key}"),
+                format!(
+                    "{value} is not a number from 1 to {max}; to turn the cache off write `cache: false`"
+                ),
+            )
+        })?;
+        *slot = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    Ok(Some(limits))
 }
 
 /// A count field that must lie in `1..=max` (`max_name` says what bounds it).
@@ -502,6 +557,10 @@ impl ServerConfig {
         }
         validate_budget(&listener.limits, &mut limits, path)?;
 
+        let storage_cache = match raw.storage.as_ref().and_then(|s| s.cache.as_ref()) {
+            None => Some(keep_store::CacheLimits::default()),
+            Some(v) => parse_cache(v, path)?,
+        };
         let sqlite_path = match raw.storage {
             None => base.join("keep.db"),
             Some(RawStorage {
@@ -673,6 +732,7 @@ impl ServerConfig {
             tls: tls_settings,
             limits,
             sqlite_path,
+            storage_cache,
             seal,
             alerts,
             admins,
@@ -909,6 +969,49 @@ admins:
                 }
                 e => panic!("{ends:?}: {e}"),
             }
+        }
+    }
+
+    #[test]
+    fn storage_cache_is_on_by_default_and_configurable() {
+        let with = |cache: &str| {
+            load(&GOOD.replace(
+                "  sqlite: { path: keep.db }\n",
+                &format!("  sqlite: {{ path: keep.db }}\n  cache: {cache}\n"),
+            ))
+        };
+        let defaults = keep_store::CacheLimits::default();
+        assert_eq!(load(GOOD).unwrap().storage_cache, Some(defaults));
+        assert_eq!(with("true").unwrap().storage_cache, Some(defaults));
+        assert_eq!(with("false").unwrap().storage_cache, None);
+        let c = with("{ max_entries: 500, max_bytes: 1048576 }").unwrap();
+        assert_eq!(
+            c.storage_cache,
+            Some(keep_store::CacheLimits {
+                max_entries: 500,
+                max_bytes: 1 << 20,
+                ..defaults
+            })
+        );
+        for (cache, field, problem) in [
+            (
+                "{ max_entries: 0 }",
+                "storage.cache.max_entries",
+                "cache: false",
+            ),
+            ("{ max_bytes: -1 }", "storage.cache.max_bytes", "from 1 to"),
+            (
+                "{ max_entrys: 5 }",
+                "storage.cache.max_entrys",
+                "unknown field",
+            ),
+            ("sometimes", "storage.cache", "write `false`"),
+        ] {
+            let e = with(cache).unwrap_err().to_string();
+            assert!(
+                e.contains(field) && e.contains(problem) && e.contains("line 12"),
+                "{cache}: {e}"
+            );
         }
     }
 
