@@ -29,6 +29,7 @@ block = (f"  limits:\n    max_connections: {limit}\n    per_identity_connections
 text = text.replace("listener:\n", "listener:\n" + block, 1)
 open(path, "w").write(text)
 PY
+ulimit -n $((N * 2 + 256))
 "$keep" server --config "$tmp/lab/keep-server.yaml" >"$tmp/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -38,3 +39,6 @@ done
 agent="$tmp/lab/agents/a1"
 python3 "$here/idle_conns.py" --port "$PORT" --cert "$agent/agent.crt" --key "$agent/agent.key" \
   --ca "$agent/root_ca.crt" --pid "$pid" --n "$N"
+sleep 2
+echo "server connections still established 5 s after the client closed them: $(ss -Htn state established "( sport = :$PORT )" | wc -l)"
+echo "server RSS now: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$pid/status"), threads: $(ls "/proc/$pid/task" | wc -l)"

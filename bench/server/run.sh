@@ -17,6 +17,9 @@
 #                     none, or for a keep that predates the `audit:` config section
 #   KEEP_BIN=PATH     use this keep binary and skip the cargo build (e.g. a build of a committed
 #                     revision while the working tree is mid-edit)
+#   PERF=FILE         record keep with `perf record -e cpu-clock` during its first measured
+#                     keep-alive run and write `perf report --no-children` (top 80 lines) to FILE
+#                     (needs Debian's linux-perf; software clock, so it works without counters)
 #
 # What it does:
 #   1. installs nginx, golang-go and curl from Debian if missing; builds gload (gload/, Go stdlib
@@ -268,12 +271,22 @@ run_one() {
     sleep 0.5
   done) &
   sampler_pid=$!
+  local perf_pid=""
+  if [ -n "${PERF:-}" ] && [ "$target" = keep ] && [ "$mode" = keepalive ] && [ "$round" = 1 ] && [ ! -e "$tmp/perf.data" ]; then
+    perf record -q -e cpu-clock -p "$pid" -o "$tmp/perf.data" -- sleep "$secs" 2>/dev/null &
+    perf_pid=$!
+  fi
   t0=$(cpu_ticks "$pid")
   out=$(timeout $((secs + 60)) "$tmp/gload" -url "https://127.0.0.1:$port$PATH_READ" \
     -ca "$pki/ca.crt" -cert "$pki/client.crt" -key "$pki/client.key" \
     -c "$CONC" -d "${secs}s" -timeout 10s -expect "\"$SECRET_VALUE\"" "${extra[@]}" 2>"$tmp/gload.err") ||
     die "gload failed: $(cat "$tmp/gload.err")"
   t1=$(cpu_ticks "$pid")
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" || true
+    perf report -i "$tmp/perf.data" --no-children --stdio --percent-limit 0.7 2>/dev/null |
+      grep -v '^$' | head -80 >"$PERF" || true
+  fi
   if [ "$target" = keep ]; then
     local th
     th=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
