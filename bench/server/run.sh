@@ -172,6 +172,13 @@ listener:
     key_file: pki/server.key
     client_ca_file: pki/ca.crt
     min_version: "1.3"
+  # The load comes from one address and one certificate: the per-source and per-certificate
+  # budgets (docs/security.md) would otherwise refuse connections beyond 32 handshaking and
+  # 128 connected at CONC=64 and above.
+  limits:
+    per_source_handshaking: $((CONC + 16))
+    per_identity_connections: $((CONC * 2 + 16))
+    max_handshaking: $((CONC + 16 > 256 ? CONC + 16 : 256))
 storage:
   sqlite: { path: keep.db }
 seal:
