@@ -1570,6 +1570,27 @@ impl AuditLog {
         Hashed(self.hash_value(value))
     }
 
+    /// A response body for the response line. Of Vault's envelope (a body with a
+    /// `request_id`) only what the caller got — `data`, `auth`, `warnings` — is kept, hashed
+    /// leaf by leaf; the bookkeeping fields (`request_id`, which is the line's own id,
+    /// `lease_id`, `renewable`, `lease_duration`, `wrap_info`, `mount_type`) carry nothing of
+    /// the caller's or the secret's and are left out, as they would only cost an HMAC each.
+    /// Any other body is hashed whole.
+    pub fn hashed_response(&self, body: &Value) -> Hashed {
+        match body {
+            Value::Object(m) if m.contains_key("request_id") => {
+                let mut out = serde_json::Map::new();
+                for key in ["data", "auth", "warnings"] {
+                    if let Some(v) = m.get(key) {
+                        out.insert(key.to_owned(), self.inner.hasher.hash_value(v, 0));
+                    }
+                }
+                Hashed(Value::Object(out))
+            }
+            other => self.hashed_value(other),
+        }
+    }
+
     /// Whether the log is writable right now: the last write succeeded and no write is
     /// blocked beyond the timeout. Health should go red while this is false.
     pub fn healthy(&self) -> bool {
@@ -1813,6 +1834,32 @@ mod tests {
         let text = serde_json::to_string(&log.hash_value(&deep)).unwrap();
         assert!(!text.contains(SECRET));
         assert!(text.contains("nested too deep"));
+    }
+
+    #[test]
+    fn audit_response_keeps_what_the_caller_got_of_an_envelope() {
+        let log =
+            AuditLog::with_writer(Box::new(io::sink()), key(), AuditOptions::default()).unwrap();
+        let envelope = json!({
+            "request_id": "id", "lease_id": "", "renewable": false, "lease_duration": 0,
+            "data": {"data": {"api_key": SECRET}, "metadata": {"version": 1}},
+            "wrap_info": null, "warnings": ["w"], "auth": null, "mount_type": "kv",
+        });
+        let h = log.hashed_response(&envelope);
+        assert_eq!(
+            h.as_value(),
+            &json!({
+                "data": {"data": {"api_key": log.hash(SECRET)}, "metadata": {"version": log.hash("1")}},
+                "warnings": [log.hash("w")],
+                "auth": null,
+            })
+        );
+        // Anything else (an error body, a login's raw answer) is hashed whole.
+        let other = json!({"errors": ["permission denied"]});
+        assert_eq!(
+            log.hashed_response(&other).as_value(),
+            &log.hash_value(&other)
+        );
     }
 
     #[test]

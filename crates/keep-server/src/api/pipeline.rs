@@ -188,7 +188,7 @@ pub async fn pipeline(State(state): State<Arc<AppState>>, req: Request, next: Ne
             }
         }),
         status: status.as_u16(),
-        data: value.as_ref().map(|v| log.hashed_value(v)),
+        data: value.as_ref().map(|v| log.hashed_response(v)),
         error,
     };
     if let Err(e) = log.log_response_async(&resp_entry).await {
