@@ -261,6 +261,11 @@ fn rejected(lab: &Lab, reason: &str) -> f64 {
 /// Runs `attacks` for a few seconds, measures the legitimate client meanwhile, and asserts
 /// ≥ 95 % success. Returns the attacker's connection count.
 fn flood_and_measure(lab: &Lab, name: &str, attacks: &[(Attack, usize)]) -> u64 {
+    flood_for(lab, name, attacks, Duration::from_secs(3))
+}
+
+/// [`flood_and_measure`] with the attackers given `warm` to take what they can first.
+fn flood_for(lab: &Lab, name: &str, attacks: &[(Attack, usize)], warm: Duration) -> u64 {
     let rt = runtime();
     let legit = tls_config(lab, &lab.files.admin_cert, &lab.files.admin_key, &[]);
     let h1 = tls_config(lab, &lab.files.client_cert, &lab.files.client_key, &[]);
@@ -269,7 +274,7 @@ fn flood_and_measure(lab: &Lab, name: &str, attacks: &[(Attack, usize)]) -> u64 
     let (ok, attempts) = rt.block_on(async {
         let flood = Flood::start(attacks, lab.port, &h1, &h2);
         // Let the attackers take what they can before measuring.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(warm).await;
         const N: usize = 40;
         let ok = legit_successes(lab.port, &legit, N).await;
         let attempts = flood.stop();
@@ -322,7 +327,9 @@ fn one_certificate_cannot_hold_the_cap_with_idle_connections_and_stalled_bodies(
     let _serial = exclusive();
     let lab = lab();
     let server = lab.start();
-    flood_and_measure(
+    // 5 s: a stalled body that gets one of the certificate's 16 slots late in the flood must
+    // still outlive `body_read_timeout` (2 s) before the flood ends, or no 408 is counted.
+    flood_for(
         &lab,
         "idle TLS, idle HTTP/2 and stalled bodies with one certificate",
         &[
@@ -330,6 +337,7 @@ fn one_certificate_cannot_hold_the_cap_with_idle_connections_and_stalled_bodies(
             (Attack::IdleH2, 30),
             (Attack::StalledBody, 30),
         ],
+        Duration::from_secs(5),
     );
     assert!(
         rejected(&lab, "per_identity") > 0.0,
