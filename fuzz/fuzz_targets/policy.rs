@@ -60,10 +60,17 @@ fn to_hcl(policy: &Policy, deny_only: bool) -> String {
                 .map(|c| format!("\"{}\"", c.as_str()))
                 .collect()
         };
+        // The parser strips one leading '/' (as Vault does), so a pattern that still starts
+        // with one (from `path "//x"`) is written back with the '/' it lost.
+        let pattern = if rule.pattern().starts_with('/') {
+            format!("/{}", rule.pattern())
+        } else {
+            rule.pattern().to_owned()
+        };
         let _ = writeln!(
             out,
             "path {} {{\n  capabilities = [{}]\n}}",
-            hcl_string(rule.pattern()),
+            hcl_string(&pattern),
             caps.join(", ")
         );
     }

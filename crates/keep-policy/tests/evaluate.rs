@@ -716,3 +716,23 @@ fn allow_names_only_the_policies_that_granted_the_capability() {
         Decision::Deny { reason } => panic!("{reason}"),
     }
 }
+
+// Found by the `policy` fuzz target (its canonical printer lost the second '/'): as in Vault,
+// one leading '/' is stripped from a path pattern and only one, so `path "//x/*"` is the
+// pattern "/x/*", which no request path (they never start with '/') can match — it grants
+// nothing, and it does not widen to `x/*`.
+#[test]
+fn only_one_leading_slash_is_stripped_and_the_rest_matches_nothing() {
+    let one = policy(
+        "one",
+        "path \"/sys/policies/acl/*\" { capabilities = [\"read\"] }",
+    );
+    assert_eq!(one.rules()[0].pattern(), "sys/policies/acl/*");
+    assert!(allowed(&[&one], "sys/policies/acl/p", Read));
+    let two = policy(
+        "two",
+        "path \"//sys/policies/acl/*\" { capabilities = [\"read\"] }",
+    );
+    assert_eq!(two.rules()[0].pattern(), "/sys/policies/acl/*");
+    assert!(!allowed(&[&two], "sys/policies/acl/p", Read));
+}
