@@ -159,8 +159,9 @@ pub fn token_from(headers: &HeaderMap) -> Option<ClientToken> {
         .map(ClientToken::new)
 }
 
-/// The request body, parsed once.
-#[derive(Clone, Debug, PartialEq)]
+/// The request body, parsed once. Its `Debug` shows the kind and size, never the content: a
+/// body carries secrets.
+#[derive(Clone, PartialEq)]
 pub enum Payload {
     /// No body (or only whitespace).
     Empty,
@@ -173,6 +174,18 @@ pub enum Payload {
         /// The body as text, only ever written to the audit log HMAC'd.
         text: String,
     },
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Empty => f.write_str("Payload::Empty"),
+            Payload::Json(_) => f.write_str("Payload::Json(<redacted>)"),
+            Payload::Invalid { text, .. } => {
+                write!(f, "Payload::Invalid(<{} bytes redacted>)", text.len())
+            }
+        }
+    }
 }
 
 impl Payload {
@@ -393,5 +406,12 @@ mod tests {
         assert!(r.object().unwrap_err().errors[0].contains("JSON object"));
         r.payload = Payload::Empty;
         assert!(r.object().unwrap().is_empty());
+        // Neither a parsed body nor an unparsable one shows in Debug.
+        r.payload = Payload::parse(br#"{"api_key":"sk-debug-canary"}"#);
+        r.token = Some(ClientToken::new("hvs.debug-canary"));
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("canary"), "{shown}");
+        r.payload = Payload::parse(b"sk-debug-canary not json");
+        assert!(!format!("{r:?}").contains("canary"));
     }
 }
