@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::blocking::blocking;
+use crate::api::blocking::{blocking, store};
 use crate::api::envelope::{envelope, no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::{Answer, Facts};
@@ -18,20 +18,6 @@ use crate::auth::role::Role;
 use crate::auth::token::{TokenEntry, Tokens};
 use crate::auth::{select_role, validate_role_name};
 use crate::state::AppState;
-
-/// Admits `req` for `op` on `path`, or returns the refusal from the handler.
-macro_rules! admit {
-    ($state:expr, $req:expr, $path:expr, $op:expr) => {
-        match access::admit(&$state, &$req, $path, $op).await {
-            Ok(a) => a,
-            Err(denied) => return Answer::from(denied),
-        }
-    };
-}
-
-fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
-    state.store().ok_or_else(ApiError::sealed)
-}
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

@@ -24,7 +24,7 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::api::blocking::blocking;
+use crate::api::blocking::{blocking, store};
 use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
@@ -36,20 +36,6 @@ use crate::state::AppState;
 
 /// The mount keep serves KV v2 at.
 pub const MOUNT: &str = "secret";
-
-/// Admits `req` for `op` on its own path, or returns the refusal from the handler.
-macro_rules! admit {
-    ($state:expr, $req:expr, $op:expr) => {
-        match access::admit(&$state, &$req, &$req.path, $op).await {
-            Ok(a) => a,
-            Err(denied) => return Answer::from(denied),
-        }
-    };
-}
-
-fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
-    state.store().ok_or_else(ApiError::sealed)
-}
 
 /// The folder a list request names within the mount: the request path after
 /// `secret/metadata` or `secret/data` (empty for the mount root).

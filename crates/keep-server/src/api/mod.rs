@@ -9,6 +9,20 @@
 //! Handlers take [`AppState`], which tests build in memory, so most API tests call the router
 //! directly; one loopback test per listener exercises the real mTLS path.
 
+/// Admits a request for an operation on a path ([`crate::auth::access::admit`]), or returns
+/// the refusal as the handler's answer. `admit!(state, req, op)` checks the request's own path.
+macro_rules! admit {
+    ($state:expr, $req:expr, $op:expr) => {
+        admit!($state, $req, &$req.path, $op)
+    };
+    ($state:expr, $req:expr, $path:expr, $op:expr) => {
+        match crate::auth::access::admit(&$state, &$req, $path, $op).await {
+            Ok(a) => a,
+            Err(denied) => return crate::api::reply::Answer::from(denied),
+        }
+    };
+}
+
 pub mod auth;
 pub mod blocking;
 pub mod body;

@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroize;
 
-use crate::api::blocking::blocking;
+use crate::api::blocking::{blocking, store};
 use crate::api::envelope::{envelope, no_content};
 use crate::api::error::ApiError;
 use crate::api::reply::{Answer, Facts};
@@ -49,10 +49,6 @@ fn mount(state: &AppState, req: &VaultRequest) -> Result<Arc<Pki>, ApiError> {
             format!("no handler for route \"{}\"", req.path),
         )
     })
-}
-
-fn store(state: &AppState) -> Result<Arc<dyn keep_store::Store>, ApiError> {
-    state.store().ok_or_else(ApiError::sealed)
 }
 
 /// 200 (or `status`) with Vault's envelope around `data`, and `warnings` when there are any.

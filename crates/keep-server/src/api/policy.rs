@@ -11,18 +11,7 @@ use crate::api::envelope::{no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
-use crate::auth::access;
 use crate::state::AppState;
-
-/// Admits `req` for `op` on `path`, or returns the refusal from the handler.
-macro_rules! admit {
-    ($state:expr, $req:expr, $path:expr, $op:expr) => {
-        match access::admit(&$state, &$req, $path, $op).await {
-            Ok(a) => a,
-            Err(denied) => return Answer::from(denied),
-        }
-    };
-}
 
 fn names(state: &AppState) -> Result<Vec<String>, ApiError> {
     let store = state.store().ok_or_else(ApiError::sealed)?;
