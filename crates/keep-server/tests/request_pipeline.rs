@@ -96,14 +96,20 @@ impl Lab {
 
     /// A token for the agent's certificate with `policy` (HCL) as its only policy.
     fn token(&self, policy: &str) -> (String, String) {
+        self.token_with("p", policy)
+    }
+
+    /// A token with `policy` stored under `name` (tokens made with different names keep
+    /// different policies).
+    fn token_with(&self, name: &str, policy: &str) -> (String, String) {
         self.state
             .policies
-            .put(&*self.store, "p", policy)
+            .put(&*self.store, name, policy)
             .unwrap()
             .unwrap();
         let entry = TokenEntry {
             accessor: String::new(),
-            policies: vec!["p".into()],
+            policies: vec![name.into()],
             role: "agents".into(),
             display_name: "cert-agents".into(),
             metadata: Default::default(),
@@ -428,4 +434,254 @@ async fn a_wrong_verb_is_405_in_vaults_shape_on_every_route() {
         }
     }
     assert!(checked > 250, "only {checked} wrong verbs tried");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vault's request rules as clients rely on them (issue 13)
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `secret/<path>` as the operator.
+async fn put_secret(lab: &Lab, path: &str) {
+    let (s, v) = lab
+        .send(
+            "operator",
+            "POST",
+            &format!("/v1/secret/data/{path}"),
+            &[],
+            Some(json!({"data": {"k": "v"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_list_without_the_trailing_slash_is_the_folder_for_policy_audit_and_answer() {
+    let lab = Lab::new();
+    put_secret(&lab, "agents/openclaw-01/llm").await;
+    put_secret(&lab, "agents/openclaw-02/llm").await;
+    // The lab's agent policy names the folder with its slash, as Vault's policies do.
+    let (token, _) =
+        lab.token(r#"path "secret/metadata/agents/openclaw-01/" { capabilities = ["list"] }"#);
+    let auth = [("x-vault-token", token.as_str())];
+    for (method, uri) in [
+        ("LIST", "/v1/secret/metadata/agents/openclaw-01"),
+        ("GET", "/v1/secret/metadata/agents/openclaw-01?list=true"),
+        ("LIST", "/v1/secret/metadata/agents/openclaw-01/"),
+    ] {
+        let (s, v) = lab.send("agent", method, uri, &auth, None).await;
+        assert_eq!(s, StatusCode::OK, "{method} {uri}: {v}");
+        assert_eq!(v["data"]["keys"], json!(["llm"]), "{method} {uri}");
+        let (req, resp) = lab.last_pair();
+        for line in [&req, &resp] {
+            assert_eq!(line["request"]["operation"], "list");
+            assert_eq!(
+                line["request"]["path"],
+                "secret/metadata/agents/openclaw-01/"
+            );
+        }
+    }
+    // The policy still names one folder: its neighbour is refused, with or without the slash.
+    for uri in [
+        "/v1/secret/metadata/agents/openclaw-02",
+        "/v1/secret/metadata/agents/openclaw-02/",
+    ] {
+        let (s, v) = lab.send("agent", "LIST", uri, &auth, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn the_list_query_is_read_with_go_parse_bool_and_a_bad_value_is_400() {
+    let lab = Lab::new();
+    put_secret(&lab, "app/llm").await;
+    let (lister, _) = lab.token(r#"path "secret/metadata/app/" { capabilities = ["list"] }"#);
+    let auth = [("x-vault-token", lister.as_str())];
+    // hvac 2.4's Client.list() sends list=True.
+    for v in ["True", "t", "T", "TRUE", "true", "1"] {
+        let uri = format!("/v1/secret/metadata/app?list={v}");
+        let (s, body) = lab.send("agent", "GET", &uri, &auth, None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(body["data"]["keys"], json!(["llm"]));
+    }
+    // A false value is a read, which the list-only token may not do.
+    for v in ["False", "f", "0"] {
+        let uri = format!("/v1/secret/metadata/app?list={v}");
+        let (s, body) = lab.send("agent", "GET", &uri, &auth, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}: {body}");
+    }
+    let (s, body) = lab
+        .send(
+            "agent",
+            "GET",
+            "/v1/secret/metadata/app?list=bogus",
+            &auth,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("list"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn renew_self_answers_the_token_it_renewed() {
+    let lab = Lab::new();
+    let (token, accessor) =
+        lab.token(r#"path "auth/token/renew-self" { capabilities = ["update"] }"#);
+    let (s, v) = lab
+        .send(
+            "agent",
+            "POST",
+            "/v1/auth/token/renew-self",
+            &[("x-vault-token", &token)],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["auth"]["client_token"], token.as_str());
+    assert_eq!(v["auth"]["accessor"], accessor.as_str());
+    // The token is the caller's secret: the audit response line has its HMAC only.
+    let log = std::fs::read_to_string(&lab.log_path).unwrap();
+    assert!(
+        !log.contains(&token),
+        "the token is in the audit log in clear"
+    );
+}
+
+#[tokio::test]
+async fn token_lookup_takes_the_token_from_the_query_on_get_and_from_the_body_on_post() {
+    let lab = Lab::new();
+    let (target, target_accessor) =
+        lab.token_with("t", r#"path "secret/*" { capabilities = ["read"] }"#);
+    let (reader, _) = lab.token_with(
+        "r",
+        r#"path "auth/token/lookup" { capabilities = ["read"] }"#,
+    );
+    let (updater, _) = lab.token_with(
+        "u",
+        r#"path "auth/token/lookup" { capabilities = ["update"] }"#,
+    );
+    let get = format!("/v1/auth/token/lookup?token={target}");
+    let (s, v) = lab
+        .send("agent", "GET", &get, &[("x-vault-token", &reader)], None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["accessor"], target_accessor.as_str());
+    // GET is a read of the path: an update-only token may not, and may POST instead.
+    let (s, _) = lab
+        .send("agent", "GET", &get, &[("x-vault-token", &updater)], None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = lab
+        .send(
+            "agent",
+            "POST",
+            "/v1/auth/token/lookup",
+            &[("x-vault-token", &updater)],
+            Some(json!({"token": target})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["accessor"], target_accessor.as_str());
+    let (s, _) = lab
+        .send(
+            "agent",
+            "POST",
+            "/v1/auth/token/lookup",
+            &[("x-vault-token", &reader)],
+            Some(json!({"token": target})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn every_answer_says_cache_control_no_store() {
+    let lab = Lab::new();
+    put_secret(&lab, "app/llm").await;
+    for (method, uri, want) in [
+        ("GET", "/v1/secret/data/app/llm", StatusCode::OK),
+        ("GET", "/v1/sys/health", StatusCode::OK),
+        ("GET", "/v1/no/such/route", StatusCode::NOT_FOUND),
+        (
+            "TRACE",
+            "/v1/secret/data/app/llm",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        ("GET", "/v1/secret/data/a/../b", StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/secret/data/app/llm?list=bogus",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(identity("operator", "00"));
+        let resp = router(lab.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), want, "{method} {uri}");
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{method} {uri}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_form_encoded_write_is_read_as_string_fields_as_vault_does() {
+    let lab = Lab::new();
+    let form =
+        "policy=path+%22secret%2Fdata%2Fform%2F*%22+%7B+capabilities+%3D+%5B%22read%22%5D+%7D";
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/sys/policies/acl/from-form")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .unwrap();
+    let mut req = req;
+    req.extensions_mut().insert(identity("operator", "00"));
+    let resp = router(lab.state.clone()).oneshot(req).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (s, v) = lab
+        .send(
+            "operator",
+            "GET",
+            "/v1/sys/policies/acl/from-form",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["data"]["policy"],
+        r#"path "secret/data/form/*" { capabilities = ["read"] }"#
+    );
+    // The same body without the form content type is not JSON: 400, and nothing stored.
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/sys/policies/acl/not-form")
+        .body(Body::from(form))
+        .unwrap();
+    let mut req = req;
+    req.extensions_mut().insert(identity("operator", "00"));
+    let resp = router(lab.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (s, _) = lab
+        .send(
+            "operator",
+            "GET",
+            "/v1/sys/policies/acl/not-form",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

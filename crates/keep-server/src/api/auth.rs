@@ -222,7 +222,15 @@ async fn login_inner(
         "common_name".to_owned(),
         peer.common_name.clone().unwrap_or_default(),
     );
-    metadata.insert("serial_number".to_owned(), peer.serial.clone());
+    // As Vault's cert auth writes them: the serial in decimal, the key ids in colon hex.
+    let ids = peer
+        .chain
+        .first()
+        .and_then(|leaf| crate::auth::cert_ids::of_der(leaf))
+        .unwrap_or_default();
+    metadata.insert("serial_number".to_owned(), ids.serial_decimal);
+    metadata.insert("subject_key_id".to_owned(), ids.subject_key_id);
+    metadata.insert("authority_key_id".to_owned(), ids.authority_key_id);
     metadata.insert(
         "fingerprint_sha256".to_owned(),
         peer.fingerprint_sha256.clone(),
@@ -361,18 +369,20 @@ pub async fn renew_self(State(state): State<Arc<AppState>>, req: VaultRequest) -
         let increment = crate::fields::ttl(&req.object()?, "increment")?;
         let store = store(&state)?;
         let t = now();
+        let renewing = token.clone();
         let e = blocking(move || {
             Tokens::new(&*store)
-                .renew(token.expose(), increment, t)?
+                .renew(renewing.expose(), increment, t)?
                 .ok_or_else(ApiError::permission_denied)
         })
         .await?;
+        // As Vault: the renewed token is the caller's own, and it comes back in the answer.
         Ok(envelope(
             StatusCode::OK,
             Value::Null,
             Vec::new(),
             json!({
-                "client_token": "", "accessor": e.accessor, "policies": e.policies,
+                "client_token": token.expose(), "accessor": e.accessor, "policies": e.policies,
                 "token_policies": e.policies, "metadata": e.metadata,
                 "lease_duration": (e.expires - t).max(0), "renewable": true,
                 "entity_id": "", "token_type": "service", "orphan": true,
@@ -398,11 +408,18 @@ pub async fn revoke_self(State(state): State<Arc<AppState>>, req: VaultRequest) 
 
 /// `GET`/`POST`/`PUT auth/token/lookup` with `token`.
 pub async fn lookup(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
-    let access = admit!(state, req, "auth/token/lookup", Operation::Update);
+    // As in Vault: `GET ?token=…` is a read of the path, `POST {"token": …}` an update.
+    let op = if req.op == Operation::Read {
+        Operation::Read
+    } else {
+        Operation::Update
+    };
+    let access = admit!(state, req, "auth/token/lookup", op);
     access.answer((|| {
         let body = req.object()?;
-        let token = match body.get("token") {
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+        let token = match (body.get("token"), req.query("token")) {
+            (Some(Value::String(s)), _) if !s.is_empty() => s.as_str(),
+            (None, Some(q)) if !q.is_empty() => q,
             _ => return Err(ApiError::bad_request("missing token")),
         };
         let t = now();

@@ -207,6 +207,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state, limits::guard_body))
         .layer(middleware::from_fn(guard_path))
+        .layer(middleware::map_response(no_store))
+}
+
+/// Every answer carries `Cache-Control: no-store`, as Vault's do: a secret, a token or a
+/// listing must not be kept by a proxy or a client cache.
+async fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 /// The `pki/` routes, present only when the server has a PKI mount (`pki:` in the config):

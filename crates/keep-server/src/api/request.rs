@@ -11,9 +11,13 @@
 //!   `strconv.ParseBool` (`1`, `t`, `T`, `TRUE`, `true`, `True`) is a list; `GET`/`HEAD` a read;
 //!   `POST`/`PUT` an update (a handler may refine it to a create, after its existence check);
 //!   `PATCH` a patch; `DELETE` a delete. Any other method is 405 before routing, as in Vault;
+//!   any other `list` value is 400, as in Vault;
+//! - **path**: without `/v1/`, percent-decoded; a list path ends with `/` (added when the
+//!   client left it out, as Vault does), so policy, audit and handlers see the same folder;
 //! - **token**: `X-Vault-Token`, else `Authorization: Bearer …` (both trimmed), held as a
 //!   [`ClientToken`], which never prints;
-//! - **body**: parsed as JSON once; empty or whitespace is no body.
+//! - **body**: parsed as JSON once (or, sent as `application/x-www-form-urlencoded`, as a form
+//!   of string fields, as Vault does); empty or whitespace is no body.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -115,6 +119,16 @@ pub fn operation(method: &Method, query: &[(String, String)]) -> Result<Operatio
     }
 }
 
+/// The path a list request is checked, audited and answered under: with a trailing `/`, which
+/// Vault adds to every list path before anything reads it (`LIST secret/metadata/app` is the
+/// folder `secret/metadata/app/`, the path a list policy names).
+pub fn list_path(op: Operation, mut path: String) -> String {
+    if op == Operation::List && !path.ends_with('/') {
+        path.push('/');
+    }
+    path
+}
+
 /// 405 in Vault's shape: the one answer to a verb a path does not take.
 pub fn method_not_allowed() -> ApiError {
     ApiError::client(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
@@ -159,6 +173,19 @@ pub fn token_from(headers: &HeaderMap) -> Option<ClientToken> {
         .map(ClientToken::new)
 }
 
+/// Whether the body is form-encoded (`Content-Type: application/x-www-form-urlencoded`, with
+/// or without parameters), which Vault accepts for writes beside JSON.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// The request body, parsed once. Its `Debug` shows the kind and size, never the content: a
 /// body carries secrets.
 #[derive(Clone, PartialEq)]
@@ -201,6 +228,27 @@ impl Payload {
                 text: String::from_utf8_lossy(bytes).into_owned(),
             },
         }
+    }
+
+    /// Parses a form-encoded body (`application/x-www-form-urlencoded`) as Vault does: each
+    /// field a string, a repeated field its values joined with `,`.
+    pub fn form(bytes: &[u8]) -> Payload {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Payload::Empty;
+        }
+        let mut m = Map::new();
+        for (k, v) in form_urlencoded::parse(bytes) {
+            match m.get_mut(k.as_ref()) {
+                Some(Value::String(joined)) => {
+                    joined.push(',');
+                    joined.push_str(&v);
+                }
+                _ => {
+                    m.insert(k.into_owned(), Value::String(v.into_owned()));
+                }
+            }
+        }
+        Payload::Json(Value::Object(m))
     }
 
     /// What the audit request line records (HMAC'd by the audit log): the JSON, or the text.
@@ -255,13 +303,18 @@ impl VaultRequest {
                 ))
             })?
             .into_owned();
+        let path = list_path(op, path);
         Ok(VaultRequest {
             id,
             method: parts.method.clone(),
             op,
             path,
             query,
-            payload: Payload::parse(body),
+            payload: if is_form(&parts.headers) {
+                Payload::form(body)
+            } else {
+                Payload::parse(body)
+            },
             peer: parts.extensions.get::<Caller>().map(|c| c.0.clone()),
             addr: parts.extensions.get::<PeerAddr>().map(|a| a.0),
             token: token_from(&parts.headers),

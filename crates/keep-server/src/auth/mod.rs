@@ -5,6 +5,7 @@
 //! certificate it was issued to.
 
 pub mod access;
+pub mod cert_ids;
 pub mod login_rate;
 pub mod pin;
 pub mod role;
