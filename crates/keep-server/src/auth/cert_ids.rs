@@ -47,6 +47,7 @@ pub fn of_der(der: &[u8]) -> Option<CertIds> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
