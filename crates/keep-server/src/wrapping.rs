@@ -7,7 +7,8 @@
 //! Key names are not encrypted by the barrier, so they hold hashes, never the token. Unwrap
 //! deletes the entry in the same compare-and-set transaction that reads it, so a token is
 //! used at most once even when two clients race. Expired entries are refused on sight and
-//! deleted then; [`tidy`] removes the ones nobody asked for again.
+//! deleted then; [`tidy`] (run by the token tidy pass, [`crate::auth::tidy`]) removes the ones
+//! nobody presented again.
 
 use keep_store::{Store, StoreError, TxOp};
 use serde::{Deserialize, Serialize};

@@ -363,9 +363,3 @@ pub async fn ui_mount(State(state): State<Arc<AppState>>, req: VaultRequest) -> 
         result,
     )
 }
-
-/// Used by `sys/health`.
-pub fn cluster(state: &AppState) -> Option<ClusterIdentity> {
-    let store = state.store()?;
-    crate::cluster::load_or_create(&*store).ok()
-}

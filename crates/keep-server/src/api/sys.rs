@@ -66,7 +66,9 @@ pub async fn health(
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     // Stored under the barrier: known once unsealed (a sealed Vault omits them too).
-    let cluster = crate::api::mounts::cluster(&state);
+    let cluster = state
+        .store()
+        .and_then(|s| crate::cluster::load_or_create(&*s).ok());
     let mut body = json!({
         "initialized": seal != SealState::Uninitialized,
         "sealed": seal != SealState::Unsealed,
