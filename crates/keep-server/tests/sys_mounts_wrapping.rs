@@ -769,3 +769,85 @@ async fn wrap_ttls_out_of_bounds_are_refused_and_expired_tokens_are_removed() {
     );
     assert!(w.store.list("sys/wrapping/token/").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_wrapped_login_names_the_token_and_concurrent_unwraps_yield_one_answer() {
+    let w = World::new().await;
+    let c = Call {
+        who: &w.agent_a,
+        token: None,
+        wrap_ttl: Some("2m"),
+    };
+    let (s, v) = w
+        .send(c, "POST", "/v1/auth/cert/login", Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["auth"], Value::Null, "the token came back unwrapped: {v}");
+    let wrapped_accessor = v["wrap_info"]["wrapped_accessor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!wrapped_accessor.is_empty(), "{v}");
+    let wt = wrap_token(&v);
+    // Two unwraps at once: exactly one gets the login.
+    let (a, b) = tokio::join!(
+        w.call(
+            &w.agent_a,
+            Some(&wt),
+            "POST",
+            "/v1/sys/wrapping/unwrap",
+            None
+        ),
+        w.call(
+            &w.agent_a,
+            Some(&wt),
+            "POST",
+            "/v1/sys/wrapping/unwrap",
+            None
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::BAD_REQUEST],
+        "{a:?} {b:?}"
+    );
+    let login = if a.0 == StatusCode::OK { a.1 } else { b.1 };
+    assert_eq!(login["auth"]["accessor"], wrapped_accessor.as_str());
+    // The unwrapped token is still bound to agent-a's certificate.
+    let token = login["auth"]["client_token"].as_str().unwrap();
+    let (s, _) = w
+        .call(
+            &w.agent_a,
+            Some(token),
+            "GET",
+            "/v1/secret/data/agents/agent-a/x",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = w
+        .call(
+            &w.agent_b,
+            Some(token),
+            "GET",
+            "/v1/secret/data/agents/agent-a/x",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Unwrap with no token at all is a request without a client token (403, as in Vault);
+    // lookup without one says what is missing.
+    let (s, _) = w
+        .call(&w.agent_a, None, "POST", "/v1/sys/wrapping/unwrap", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = w
+        .call(&w.agent_a, None, "POST", "/v1/sys/wrapping/lookup", None)
+        .await;
+    assert_eq!(
+        (s, error(&v)),
+        (StatusCode::BAD_REQUEST, "missing \"token\" value in input")
+    );
+}

@@ -174,9 +174,13 @@ async fn wrapping_token(
         }
         Some(Value::String(_)) | None => {
             let Some(t) = &req.token else {
-                return Err(Answer::error(ApiError::bad_request(
-                    "missing \"token\" value in input",
-                )));
+                // Vault: lookup (unauthenticated) says what is missing; unwrap and rewrap
+                // without any token are a request without a client token.
+                return Err(Answer::error(if tokenless_ok {
+                    ApiError::bad_request("missing \"token\" value in input")
+                } else {
+                    ApiError::permission_denied()
+                }));
             };
             if let Some(peer) = &req.peer {
                 access::refuse_revoked(state, peer).map_err(Answer::from)?;
