@@ -20,7 +20,7 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// The `default` policy: token self-management only, the subset of Vault's `default` policy
 /// that keep's API implements. It grants no secret at all.
-pub const DEFAULT_POLICY_HCL: &str = r#"# keep's built-in "default" policy: a token may manage itself, nothing more.
+pub const DEFAULT_POLICY_HCL: &str = r#"# keep's built-in "default" policy: a token may manage itself and use response wrapping, nothing more.
 
 # Allow tokens to look up their own properties.
 path "auth/token/lookup-self" {
@@ -39,6 +39,22 @@ path "auth/token/revoke-self" {
 
 # Allow a token to look up its own capabilities on a path.
 path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
+
+# Allow a token to wrap arbitrary values in a response-wrapping token.
+path "sys/wrapping/wrap" {
+  capabilities = ["update"]
+}
+
+# Allow a token to look up response-wrapping properties.
+path "sys/wrapping/lookup" {
+  capabilities = ["update"]
+}
+
+# Allow a token to unwrap a response-wrapping token (as a third party, with the wrapping
+# token in the body).
+path "sys/wrapping/unwrap" {
   capabilities = ["update"]
 }
 "#;

@@ -61,7 +61,14 @@ fn default_policy_parses() {
     // Policy::default_policy falls back to an empty (deny-all) policy if this ever broke;
     // this test makes sure it never silently does.
     let parsed = Policy::parse("default", DEFAULT_POLICY_HCL).unwrap();
-    assert_eq!(parsed.rules().len(), 4);
+    assert_eq!(parsed.rules().len(), 7);
+    for p in [
+        "sys/wrapping/wrap",
+        "sys/wrapping/lookup",
+        "sys/wrapping/unwrap",
+    ] {
+        assert!(parsed.rules().iter().any(|r| r.pattern() == p), "{p}");
+    }
     assert_eq!(Policy::default_policy(), parsed);
 }
 

@@ -1571,17 +1571,18 @@ impl AuditLog {
     }
 
     /// A response body for the response line. Of Vault's envelope (a body with a
-    /// `request_id`) only what the caller got — `data`, `auth`, `warnings` — is kept, hashed
+    /// `request_id`) only what the caller got — `data`, `auth`, `warnings`, and a response
+    /// wrapping's `wrap_info` (its token and accessor HMAC'd like any token) — is kept, hashed
     /// leaf by leaf; the bookkeeping fields (`request_id`, which is the line's own id,
-    /// `lease_id`, `renewable`, `lease_duration`, `wrap_info`, `mount_type`) carry nothing of
+    /// `lease_id`, `renewable`, `lease_duration`, `mount_type`) carry nothing of
     /// the caller's or the secret's and are left out, as they would only cost an HMAC each.
     /// Any other body is hashed whole.
     pub fn hashed_response(&self, body: &Value) -> Hashed {
         match body {
             Value::Object(m) if m.contains_key("request_id") => {
                 let mut out = serde_json::Map::new();
-                for key in ["data", "auth", "warnings"] {
-                    if let Some(v) = m.get(key) {
+                for key in ["data", "auth", "warnings", "wrap_info"] {
+                    if let Some(v) = m.get(key).filter(|v| key != "wrap_info" || !v.is_null()) {
                         out.insert(key.to_owned(), self.inner.hasher.hash_value(v, 0));
                     }
                 }

@@ -148,7 +148,7 @@ pub fn versions(m: &Map<String, Value>) -> Result<Vec<u64>, FieldError> {
 /// The one duration rule: whole seconds as a number or a string (`3600`, `"3600"`), or a Go
 /// duration string (`"1h"`, `"1h30m"`, `"90s"`); never negative. `None` when it is neither.
 /// (Callers handle the empty string: what it means depends on the field.)
-fn duration_secs(v: &Value) -> Option<u64> {
+pub fn duration_secs(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => {

@@ -110,4 +110,73 @@ impl PolicyCache {
         };
         Ok(keep_policy::evaluate(&refs, &ctx, path, cap))
     }
+
+    /// Whether `policies` grant any capability on `mount` or on a path below it (Vault's
+    /// `hasMountAccess`, which gates `sys/internal/ui/mounts/:path`): a rule whose pattern
+    /// starts with the mount path and grants something other than `deny`, or a rule that
+    /// grants something on the mount path itself.
+    pub fn grants_under(
+        &self,
+        store: &dyn Store,
+        policies: &[String],
+        peer: &PeerIdentity,
+        mount: &str,
+    ) -> Result<bool, StoreError> {
+        let mut loaded = Vec::new();
+        for name in policies {
+            if let Some(p) = self.get(store, name)? {
+                loaded.push(p);
+            }
+        }
+        let refs: Vec<&Policy> = loaded.iter().map(|p| &**p).collect();
+        let ctx = TemplateContext {
+            common_name: peer.common_name.as_deref(),
+            dns_sans: &peer.dns_sans,
+            uri_sans: &peer.uri_sans,
+            serial: &peer.serial,
+        };
+        let on_mount = keep_policy::capabilities(&refs, &ctx, mount);
+        if !on_mount.contains(&Capability::Deny) {
+            return Ok(true);
+        }
+        Ok(refs.iter().flat_map(|p| p.rules()).any(|r| {
+            r.pattern().starts_with(mount)
+                && !r.denies()
+                && r.capabilities().iter().any(|c| *c != Capability::Deny)
+        }))
+    }
+
+    /// The capabilities `policies` give on `path` (`sys/capabilities-self`), templated from
+    /// `peer` (`None`: templated rules match nothing).
+    pub fn capabilities(
+        &self,
+        store: &dyn Store,
+        policies: &[String],
+        peer: Option<&PeerIdentity>,
+        path: &str,
+    ) -> Result<std::collections::BTreeSet<Capability>, StoreError> {
+        let mut loaded = Vec::new();
+        for name in policies {
+            if let Some(p) = self.get(store, name)? {
+                loaded.push(p);
+            }
+        }
+        let refs: Vec<&Policy> = loaded.iter().map(|p| &**p).collect();
+        let none: [String; 0] = [];
+        let ctx = match peer {
+            Some(peer) => TemplateContext {
+                common_name: peer.common_name.as_deref(),
+                dns_sans: &peer.dns_sans,
+                uri_sans: &peer.uri_sans,
+                serial: &peer.serial,
+            },
+            None => TemplateContext {
+                common_name: None,
+                dns_sans: &none,
+                uri_sans: &none,
+                serial: "",
+            },
+        };
+        Ok(keep_policy::capabilities(&refs, &ctx, path))
+    }
 }

@@ -58,6 +58,21 @@ pub fn ok(data: Value) -> Response {
     envelope(StatusCode::OK, data, Vec::new(), Value::Null)
 }
 
+/// A JSON answer with its top-level object changed by `f` (top-level copies of `data`, the
+/// wrap envelope). Any other response is returned as it is.
+pub fn map_body(
+    mut resp: Response,
+    f: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> Response {
+    if let Some(crate::api::body::JsonBody(Value::Object(m))) =
+        resp.extensions_mut()
+            .get_mut::<crate::api::body::JsonBody>()
+    {
+        f(m);
+    }
+    resp
+}
+
 /// 204 No Content, as Vault answers writes that return nothing.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

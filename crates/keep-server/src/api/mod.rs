@@ -28,14 +28,17 @@ pub mod blocking;
 pub mod body;
 pub mod envelope;
 pub mod error;
+pub mod introspect;
 pub mod kv;
 pub mod limits;
+pub mod mounts;
 pub mod pipeline;
 pub mod pki;
 pub mod policy;
 pub mod reply;
 pub mod request;
 pub mod sys;
+pub mod wrapping;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,6 +113,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sys/seal", write(sys::seal))
         .route("/v1/sys/metrics", get(sys::metrics))
         .route("/v1/sys/audit-hash/{*path}", write(sys::audit_hash))
+        // sys/ introspection (mounts.rs, introspect.rs) and response wrapping (wrapping.rs)
+        .route("/v1/sys/init", get(introspect::init))
+        .route(
+            "/v1/sys/capabilities-self",
+            write(introspect::capabilities_self),
+        )
+        .route("/v1/sys/capabilities", write(introspect::capabilities))
+        .route("/v1/sys/mounts", get(mounts::list))
+        .route(
+            "/v1/sys/mounts/{*path}",
+            get(mounts::read_mount_or_tune)
+                .merge(write(mounts::refuse_change))
+                .delete(mounts::refuse_change),
+        )
+        .route("/v1/sys/remount", write(mounts::refuse_change))
+        .route("/v1/sys/auth", get(mounts::list_auth))
+        .route(
+            "/v1/sys/auth/{*path}",
+            get(mounts::read_auth_or_tune)
+                .merge(write(mounts::refuse_change))
+                .delete(mounts::refuse_change),
+        )
+        .route("/v1/sys/internal/ui/mounts/{*path}", get(mounts::ui_mount))
+        .route("/v1/sys/wrapping/wrap", write(wrapping::wrap_data))
+        .route("/v1/sys/wrapping/unwrap", write(wrapping::unwrap))
+        .route("/v1/sys/wrapping/lookup", write(wrapping::lookup))
+        .route("/v1/sys/wrapping/rewrap", write(wrapping::rewrap))
         .route("/v1/sys/policies/acl", list_only(policy::list))
         .route("/v1/sys/policies/acl/", list_only(policy::list))
         .route(
@@ -196,6 +226,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .layer(middleware::from_fn(error::vault_shaped))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            wrapping::layer,
+        ))
         .with_state(state.clone());
     // The layers of a router run after it has chosen the route and the verb, so the pipeline
     // (which gives list requests their method) wraps the routed table from outside.

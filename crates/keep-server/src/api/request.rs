@@ -186,6 +186,37 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
+/// `X-Vault-Wrap-TTL`, by Vault's rule: whole seconds or a Go duration (`90`, `"5m"`), never
+/// negative; 0 means "do not wrap". Within [`crate::wrapping::MIN_TTL`] and
+/// [`crate::wrapping::MAX_TTL`], else 400.
+pub fn wrap_ttl(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get("x-vault-wrap-ttl") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("").trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('-') {
+        return Err(ApiError::bad_request(
+            "requested wrap ttl cannot be negative",
+        ));
+    }
+    let secs = crate::fields::duration_secs(&Value::String(text.to_owned())).ok_or_else(|| {
+        ApiError::bad_request(format!("invalid X-Vault-Wrap-TTL {text:?}: not a duration"))
+    })?;
+    if secs == 0 {
+        return Ok(None);
+    }
+    if secs > crate::wrapping::MAX_TTL {
+        return Err(ApiError::bad_request(format!(
+            "requested wrap ttl of {secs}s is over the maximum of {}s",
+            crate::wrapping::MAX_TTL
+        )));
+    }
+    Ok(Some(secs.max(crate::wrapping::MIN_TTL)))
+}
+
 /// The request body, parsed once. Its `Debug` shows the kind and size, never the content: a
 /// body carries secrets.
 #[derive(Clone, PartialEq)]
@@ -282,6 +313,9 @@ pub struct VaultRequest {
     pub addr: Option<SocketAddr>,
     /// The client token, if one was sent.
     pub token: Option<ClientToken>,
+    /// `X-Vault-Wrap-TTL` in seconds: answer with a response-wrapping token instead of the
+    /// data ([`crate::api::wrapping`]). `None` when absent or 0.
+    pub wrap_ttl: Option<u64>,
 }
 
 impl VaultRequest {
@@ -318,6 +352,7 @@ impl VaultRequest {
             peer: parts.extensions.get::<Caller>().map(|c| c.0.clone()),
             addr: parts.extensions.get::<PeerAddr>().map(|a| a.0),
             token: token_from(&parts.headers),
+            wrap_ttl: wrap_ttl(&parts.headers)?,
         })
     }
 
@@ -333,6 +368,7 @@ impl VaultRequest {
             peer: None,
             addr: None,
             token: None,
+            wrap_ttl: None,
         }
     }
 

@@ -65,7 +65,11 @@ pub async fn health(
         SealState::Uninitialized => status_param(&q, "uninitcode", 501),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let body = json!({
+    // Stored under the barrier: known once unsealed (a sealed Vault omits them too).
+    let cluster = state
+        .store()
+        .and_then(|s| crate::cluster::load_or_create(&*s).ok());
+    let mut body = json!({
         "initialized": seal != SealState::Uninitialized,
         "sealed": seal != SealState::Unsealed,
         "standby": false,
@@ -74,12 +78,15 @@ pub async fn health(
         "replication_dr_mode": "disabled",
         "server_time_utc": now,
         "version": VERSION,
-        "cluster_name": "keep",
         "audit_healthy": !audit_broken,
         "audit_error": audit.and_then(|a| a.last_error()),
         "storage_healthy": storage_error.is_none(),
         "storage_error": storage_error,
     });
+    if let (Some(c), Some(m)) = (cluster, body.as_object_mut()) {
+        m.insert("cluster_name".into(), json!(c.cluster_name));
+        m.insert("cluster_id".into(), json!(c.cluster_id));
+    }
     json_reply(code, body)
 }
 

@@ -108,6 +108,17 @@ pub async fn sweep(store: Arc<dyn Store>, lease: LeaseGuard) -> Result<TidyCount
             total.add(count);
             tokio::task::yield_now().await;
         }
+        // Expired response-wrapping tokens nobody presented again (few: they live minutes).
+        let s = store.clone();
+        let wrapped = tokio::task::spawn_blocking(move || crate::wrapping::tidy(&*s, now))
+            .await
+            .map_err(|e| StoreError::Backend {
+                op: "wrapping tidy",
+                source: Box::new(std::io::Error::other(e.to_string())),
+            })??;
+        if wrapped > 0 {
+            tracing::info!(target: "keep::auth", removed = wrapped, "expired wrapping tokens removed");
+        }
         Ok::<(), StoreError>(())
     }
     .await;
