@@ -384,6 +384,7 @@ async fn run_listener(
             // an HTTP/2 connection with no open stream.
             let idle = IdleTracker::new();
             let tracker = idle.clone();
+            let drain_timeout = limits.body_read_timeout;
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = tracker.request();
                 if let Some(c) = &caller {
@@ -391,8 +392,16 @@ async fn run_listener(
                 }
                 req.extensions_mut().insert(peer_addr);
                 let router = router.clone();
+                // Over HTTP/2, an answer given before the body is read must still reach the
+                // client (api::limits, "the answer before the reset").
+                let req = if req.version() == hyper::Version::HTTP_2 {
+                    api::limits::DrainOnDrop::wrap(req, drain_timeout)
+                        .map(axum::body::Body::new)
+                } else {
+                    req.map(axum::body::Body::new)
+                };
                 async move {
-                    let response = router.oneshot(req.map(axum::body::Body::new)).await;
+                    let response = router.oneshot(req).await;
                     drop(in_flight);
                     response
                 }
