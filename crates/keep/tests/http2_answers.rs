@@ -168,6 +168,24 @@ fn curl_over_http2_gets_the_status_and_vault_errors_for_early_answers() {
     assert!(body.contains("request path too long"), "{body}");
     let (code, _) = lab.curl("GET", "/v1/secret/data/big", None);
     assert_eq!(code, 404, "nothing stored");
+    // A header list over HTTP/2's 16 KiB is refused by the protocol layer: a 431 status (no
+    // body: keep never sees the request), not a reset (docs/server.md).
+    let headers = lab.dir.join("headers.txt");
+    std::fs::write(&headers, format!("X-Big: {}\n", "b".repeat(20_000))).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(&lab.files.root_cert)
+        .arg("--cert")
+        .arg(&lab.files.admin_cert)
+        .arg("--key")
+        .arg(&lab.files.admin_key)
+        .arg("-H")
+        .arg(format!("@{}", headers.display()))
+        .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+        .arg(format!("{}/v1/sys/health", lab.url()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "431 2");
 }
 
 /// At the frame level: the 413 comes while the client is still sending; the stream is not reset
