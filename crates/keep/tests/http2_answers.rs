@@ -310,3 +310,75 @@ fn stalled_and_expect_continue_bodies_over_http2_get_their_status_and_errors() {
         assert!(errors(&read_body(response.into_body()).await).contains("the limit is"));
     });
 }
+
+/// A connection over `per_identity_connections` is answered, not just closed: its request gets
+/// 429, Vault's error body naming the limit, and `Retry-After`, over HTTP/2 and HTTP/1.1; once
+/// the certificate's other connection closes, a new one is served.
+#[test]
+fn a_connection_over_the_certificate_bound_gets_429_and_the_reason() {
+    let lab = Lab::with_limits(
+        Path::new(env!("CARGO_BIN_EXE_keep")),
+        &format!("{LIMITS}    per_identity_connections: 1\n"),
+    );
+    lab.init();
+    let _server = lab.start();
+    let health = || {
+        hyper::Request::get("https://localhost/v1/sys/health")
+            .body(())
+            .unwrap()
+    };
+    runtime().block_on(async {
+        let mut first = h2_connect(&lab).await;
+        let (response, _) = first.send_request(health(), true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+
+        let mut second = h2_connect(&lab).await;
+        let (response, _) = second.send_request(health(), true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("no answer on the refused connection")
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let v = read_body(response.into_body()).await;
+        assert!(
+            errors(&v).contains(
+                "too many connections for this client certificate: the limit is 1 (listener.limits.per_identity_connections)"
+            ),
+            "{v}"
+        );
+
+        // HTTP/1.1 (curl) while the first connection is still open.
+        let out = Command::new("curl")
+            .args(["-sS", "--http1.1", "--cacert"])
+            .arg(&lab.files.root_cert)
+            .arg("--cert")
+            .arg(&lab.files.admin_cert)
+            .arg("--key")
+            .arg(&lab.files.admin_key)
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("{}/v1/sys/health", lab.url()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.ends_with("\n429"), "{text}");
+        assert!(text.contains("listener.limits.per_identity_connections"), "{text}");
+
+        drop(first);
+        // The slot is free again (the server notices the close within moments).
+        let started = Instant::now();
+        loop {
+            let mut again = h2_connect(&lab).await;
+            let (response, _) = again.send_request(health(), true).unwrap();
+            let status = response.await.unwrap().status();
+            if status == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still {status} after the first connection closed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
