@@ -374,7 +374,12 @@ async fn run_listener(
     let opts = config.limits.listener_options();
     let limits = config.limits.clone();
     let router = api::router(state);
-    listener::serve(listener, tls, opts, events, shutdown, move |stream, info: ConnInfo| {
+    // Short: a refused client gets its answer at once or not at all.
+    let refuse_timeout = limits.header_timeout.min(Duration::from_secs(2));
+    let refuse = move |stream, refusal: listener::Refusal| {
+        refuse_connection(stream, refusal, refuse_timeout)
+    };
+    listener::serve_refusing(listener, tls, opts, events, shutdown, move |stream, info: ConnInfo| {
         let router = router.clone();
         let limits = limits.clone();
         async move {
@@ -384,6 +389,7 @@ async fn run_listener(
             // an HTTP/2 connection with no open stream.
             let idle = IdleTracker::new();
             let tracker = idle.clone();
+            let drain_timeout = limits.body_read_timeout;
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = tracker.request();
                 if let Some(c) = &caller {
@@ -391,8 +397,16 @@ async fn run_listener(
                 }
                 req.extensions_mut().insert(peer_addr);
                 let router = router.clone();
+                // Over HTTP/2, an answer given before the body is read must still reach the
+                // client (api::limits, "the answer before the reset").
+                let req = if req.version() == hyper::Version::HTTP_2 {
+                    api::limits::DrainOnDrop::wrap(req, drain_timeout)
+                        .map(axum::body::Body::new)
+                } else {
+                    req.map(axum::body::Body::new)
+                };
                 async move {
-                    let response = router.oneshot(req.map(axum::body::Body::new)).await;
+                    let response = router.oneshot(req).await;
                     drop(in_flight);
                     response
                 }
@@ -429,8 +443,54 @@ async fn run_listener(
                 }
             }
         }
-    })
+    }, refuse)
     .await;
+}
+
+/// A verified connection over `per_identity_connections`: its first request gets 429 with
+/// Vault's error body and `Retry-After`, then the connection closes (HTTP/1.1 without
+/// keep-alive, HTTP/2 with GOAWAY); the whole exchange within `timeout` (the header timeout,
+/// at most 2 s).
+async fn refuse_connection(
+    stream: keep_tls::tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    refusal: listener::Refusal,
+    timeout: Duration,
+) {
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let notify = answered.clone();
+    let message = format!(
+        "too many connections for this client certificate: the limit is {} (listener.limits.{}); reuse a connection, or retry after closing one",
+        refusal.limit,
+        refusal.reason.option()
+    );
+    let svc = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+        notify.notify_one();
+        let mut response = api::reply::early(api::error::ApiError::client(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            message.clone(),
+        ));
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let exchange = async {
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = answered.notified() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
+        }
+    };
+    if tokio::time::timeout(timeout, exchange).await.is_err() {
+        tracing::debug!(peer = %refusal.peer_addr, "a refused connection sent no request in time; closed");
+    }
 }
 
 /// Binds the configured address.

@@ -235,6 +235,28 @@ impl Drop for IdentityGuard {
     }
 }
 
+/// A verified connection over its certificate's bound: it still holds its `max_connections`
+/// slot (not a per-certificate one) until dropped, while the refusal is answered.
+pub struct Refused {
+    reason: Rejection,
+    _admission: Admission,
+}
+
+impl Refused {
+    /// Which bound refused the connection.
+    pub fn reason(&self) -> Rejection {
+        self.reason
+    }
+}
+
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refused")
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
 /// A connection's place in the [`Budget`]; dropping it frees the place.
 pub struct Admission {
     _slot: OwnedSemaphorePermit,
@@ -246,7 +268,9 @@ impl Admission {
     /// The handshake succeeded: leaves the handshaking pools and, if the client presented a
     /// certificate (its SHA-256 `fingerprint`), counts the connection against it. Refused when
     /// that certificate already holds `per_identity_connections` connections.
-    pub fn verified(mut self, fingerprint: Option<String>) -> Result<Admission, Rejection> {
+    /// A refused connection keeps its `max_connections` slot in the [`Refused`] until it is
+    /// dropped, so answering the refusal cannot take more connections than the budget has.
+    pub fn verified(mut self, fingerprint: Option<String>) -> Result<Admission, Refused> {
         let Some((_, source)) = self.handshaking.take() else {
             return Ok(self);
         };
@@ -256,7 +280,10 @@ impl Admission {
         drop(source);
         if let Some(fingerprint) = fingerprint {
             if !budget.per_identity.try_add(fingerprint.clone()) {
-                return Err(Rejection::PerIdentity);
+                return Err(Refused {
+                    reason: Rejection::PerIdentity,
+                    _admission: self,
+                });
             }
             self.identity = Some(IdentityGuard {
                 budget,
@@ -401,7 +428,7 @@ mod tests {
         );
         // One certificate holds at most per_identity_connections.
         assert_eq!(
-            b.verified(Some("fp".into())).err(),
+            b.verified(Some("fp".into())).err().map(|r| r.reason()),
             Some(Rejection::PerIdentity)
         );
         drop(a);

@@ -27,7 +27,9 @@
 //! **Connection budget.** When a pool is full, a new connection is closed at once, before any
 //! TLS, and counted in `keep_tls_connections_rejected_total{reason}` with the pool's name
 //! (`limit`, `handshaking`, `per_source`; `per_identity` right after the handshake) — not as a
-//! handshake failure: nothing about the client was wrong. Closing fast tells clients to back off and
+//! handshake failure: nothing about the client was wrong. A connection over its certificate's
+//! bound has a verified TLS session, so [`serve_refusing`] can answer it (keep sends HTTP 429)
+//! before closing it. Closing fast tells clients to back off and
 //! retry, where leaving them in the kernel backlog would let them time out slowly while holding
 //! file descriptors.
 //!
@@ -91,7 +93,7 @@ use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::budget::{Admission, Budget};
+use crate::budget::{Admission, Budget, Rejection};
 use crate::capture::PRESENTED;
 use crate::classify::{
     Classified, HandshakeContext, HelloSummary, Reason, classify_first_bytes, classify_io_error,
@@ -216,12 +218,33 @@ impl ShutdownSignal {
 }
 
 /// Everything a connection task needs, shared by all of them.
-struct Shared<H> {
+struct Shared<H, R> {
     tls: ReloadableTls,
     opts: ListenerOptions,
     events: SharedSink,
     shutdown: ShutdownSignal,
     handler: H,
+    refuse: R,
+    /// Refusals being answered at once, at most [`MAX_REFUSALS_ANSWERED`].
+    refusing: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many refused connections [`serve_refusing`] answers at once; past it they are closed at
+/// once, so one certificate over its bound cannot hold many slots while being answered.
+pub const MAX_REFUSALS_ANSWERED: usize = 16;
+
+/// A verified connection refused by its certificate's bound
+/// ([`ListenerOptions::per_identity_connections`]), for [`serve_refusing`]'s `refuse` handler.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The client's address.
+    pub peer_addr: SocketAddr,
+    /// The bound that refused it.
+    pub reason: Rejection,
+    /// That bound's configured value.
+    pub limit: usize,
+    /// The negotiated ALPN protocol (`h2` or `http/1.1`), if the client offered ALPN.
+    pub alpn: Option<Vec<u8>>,
 }
 
 /// Serves TLS on `listener` until `shutdown` fires and connections have drained (see the module
@@ -238,6 +261,29 @@ pub async fn serve<H, F>(
     H: Fn(TlsStream<TcpStream>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let close = |_: TlsStream<TcpStream>, _: Refusal| std::future::ready(());
+    serve_refusing(listener, tls, opts, events, shutdown, handler, close).await;
+}
+
+/// [`serve`], where a verified connection over its certificate's bound is handed to `refuse`
+/// (to answer the client why, e.g. an HTTP 429) instead of being closed at once. The refused
+/// connection keeps its `max_connections` slot meanwhile, at most [`MAX_REFUSALS_ANSWERED`]
+/// are answered at once (more are closed), and `refuse` gets at most
+/// [`ListenerOptions::handshake_timeout`] before the connection is closed.
+pub async fn serve_refusing<H, F, R, G>(
+    listener: TcpListener,
+    tls: ReloadableTls,
+    opts: ListenerOptions,
+    events: SharedSink,
+    shutdown: ShutdownSignal,
+    handler: H,
+    refuse: R,
+) where
+    H: Fn(TlsStream<TcpStream>, ConnInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+    R: Fn(TlsStream<TcpStream>, Refusal) -> G + Send + Sync + 'static,
+    G: Future<Output = ()> + Send + 'static,
+{
     let budget = Budget::new(
         opts.max_connections,
         opts.max_handshaking,
@@ -250,6 +296,8 @@ pub async fn serve<H, F>(
         events,
         shutdown: shutdown.clone(),
         handler,
+        refuse,
+        refusing: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_ANSWERED)),
     });
     let mut tasks: JoinSet<()> = JoinSet::new();
     loop {
@@ -324,14 +372,16 @@ enum Failure {
     Io(std::io::Error),
 }
 
-async fn connection<H, F>(
+async fn connection<H, F, R, G>(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: &Shared<H>,
+    shared: &Shared<H, R>,
     admission: Admission,
 ) where
     H: Fn(TlsStream<TcpStream>, ConnInfo) -> F,
     F: Future<Output = ()>,
+    R: Fn(TlsStream<TcpStream>, Refusal) -> G,
+    G: Future<Output = ()>,
 {
     let _ = tcp.set_nodelay(true);
     let local_addr = tcp.local_addr().ok();
@@ -364,9 +414,22 @@ async fn connection<H, F>(
                 Ok(_established) => {
                     return verified(stream, &material, peer, local_addr, shared).await;
                 }
-                Err(rejection) => {
+                Err(refused) => {
+                    let rejection = refused.reason();
                     counters::connection_rejected(rejection);
-                    tracing::debug!(%peer, pool = rejection.option(), "connection pool full for this client certificate; closing the connection");
+                    tracing::debug!(%peer, pool = rejection.option(), "connection pool full for this client certificate; refusing the connection");
+                    let Ok(_answering) = Arc::clone(&shared.refusing).try_acquire_owned() else {
+                        return;
+                    };
+                    let refusal = Refusal {
+                        peer_addr: peer,
+                        reason: rejection,
+                        limit: shared.opts.per_identity_connections,
+                        alpn: stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+                    };
+                    let answer = (shared.refuse)(stream, refusal);
+                    let _ = tokio::time::timeout(shared.opts.handshake_timeout, answer).await;
+                    drop(refused);
                     return;
                 }
             }
@@ -493,12 +556,12 @@ async fn answer_plain_http(tcp: &mut TcpStream) {
     let _ = tcp.shutdown().await;
 }
 
-async fn verified<H, F>(
+async fn verified<H, F, R>(
     stream: TlsStream<TcpStream>,
     material: &Material,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
-    shared: &Shared<H>,
+    shared: &Shared<H, R>,
 ) where
     H: Fn(TlsStream<TcpStream>, ConnInfo) -> F,
     F: Future<Output = ()>,
