@@ -664,6 +664,33 @@ async fn a_form_encoded_write_is_read_as_string_fields_as_vault_does() {
         v["data"]["policy"],
         r#"path "secret/data/form/*" { capabilities = ["read"] }"#
     );
+    // JSON sent under the form content type (what `curl -d '{…}'` does) stays JSON.
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/sys/policies/acl/json-as-form")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(
+            json!({"policy": r#"path "j/*" { capabilities = ["read"] }"#}).to_string(),
+        ))
+        .unwrap();
+    let mut req = req;
+    req.extensions_mut().insert(identity("operator", "00"));
+    let resp = router(lab.state.clone()).oneshot(req).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let (s, v) = lab
+        .send(
+            "operator",
+            "GET",
+            "/v1/sys/policies/acl/json-as-form",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["data"]["policy"],
+        r#"path "j/*" { capabilities = ["read"] }"#
+    );
     // The same body without the form content type is not JSON: 400, and nothing stored.
     let req = Request::builder()
         .method("PUT")

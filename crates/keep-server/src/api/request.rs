@@ -173,17 +173,24 @@ pub fn token_from(headers: &HeaderMap) -> Option<ClientToken> {
         .map(ClientToken::new)
 }
 
-/// Whether the body is form-encoded (`Content-Type: application/x-www-form-urlencoded`, with
-/// or without parameters), which Vault accepts for writes beside JSON.
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+/// Whether the body is form-encoded, by Vault's rule (`isForm` in its HTTP layer), which errs
+/// on the side of JSON: the content type is `application/x-www-form-urlencoded` (with or
+/// without parameters) **and** the body does not start like JSON (`{` or `[` after
+/// whitespace). `curl -d '{…}'` sends JSON under the form content type, and stays JSON.
+fn is_form(headers: &HeaderMap, body: &[u8]) -> bool {
+    let looks_like_json = matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    );
+    !looks_like_json
+        && headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
 }
 
 /// `X-Vault-Wrap-TTL`, by Vault's rule: whole seconds or a Go duration (`90`, `"5m"`), never
@@ -344,7 +351,7 @@ impl VaultRequest {
             op,
             path,
             query,
-            payload: if is_form(&parts.headers) {
+            payload: if is_form(&parts.headers, body) {
                 Payload::form(body)
             } else {
                 Payload::parse(body)
