@@ -53,6 +53,17 @@ pub enum PolicyError {
         message: String,
     },
 
+    /// The text starts like JSON (Vault's JSON policy form) but is not a policy in that form.
+    #[error("policy is not valid JSON (line {line}, column {column}): {message}")]
+    Json {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, and the form that is expected.
+        message: String,
+    },
+
     /// A block other than `path "…" { … }` (at the top level, or nested in a path block).
     #[error(
         "{}unknown block `{identifier}`: a policy holds only `path \"<pattern>\" {{ capabilities = [...] }}` blocks",

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - [`Policy::parse`] reads Vault's syntax (`path "…" { capabilities = [...] }`, the old
-//!   `policy = "read"` shorthand), merges duplicate `path` blocks as Vault does, and refuses
+//!   `policy = "read"` shorthand) and its JSON form (`{"path": {"…": {"capabilities": [...]}}}`,
+//!   what hvac sends for a dict), merges duplicate `path` blocks as Vault does, and refuses
 //!   what it does not know or does not enforce, with the line.
 //! - [`evaluate`] and [`capabilities`] apply Vault's globs (`*` suffix, `+` segment) and its
 //!   priority order between matching patterns, union capabilities per pattern across
@@ -59,7 +60,6 @@
 //! - A request path with a `..` segment is denied whatever the policies say.
 //! - A templated `deny` rule that cannot be rendered for the caller denies every path it
 //!   could match; Vault skips it, turning a deny into an allow.
-//! - Only HCL is read; Vault's JSON policy form is not.
 
 #![forbid(unsafe_code)]
 
@@ -68,6 +68,7 @@ mod capability;
 mod error;
 mod eval;
 mod glob;
+mod json;
 mod parse;
 mod template;
 

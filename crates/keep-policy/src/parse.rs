@@ -1,4 +1,4 @@
-//! Parsing Vault's HCL ACL policy syntax into [`Policy`].
+//! Parsing Vault's HCL ACL policy syntax (and its JSON form, [`crate::json`]) into [`Policy`].
 //!
 //! ```hcl
 //! path "secret/data/openclaw/*" {
@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use hcl::edit::Span;
 use hcl::edit::expr::Expression;
-use hcl::edit::structure::{Attribute, Block, Structure};
+use hcl::edit::structure::{Block, Structure};
 
 use crate::capability::Capability;
 use crate::error::{PolicyError, Position};
@@ -72,6 +72,17 @@ impl Policy {
     /// HCL, an unknown block, attribute or capability, an unsupported Vault setting or
     /// template, a malformed pattern.
     pub fn parse(name: &str, source: &str) -> Result<Policy, PolicyError> {
+        if crate::json::is_json(source) {
+            let mut rules: Vec<PathRule> = Vec::new();
+            for raw in crate::json::rules(source)? {
+                merge_into(&mut rules, check_rule(raw)?);
+            }
+            return Ok(Policy {
+                name: name.to_owned(),
+                source: source.to_owned(),
+                rules,
+            });
+        }
         let body = hcl::edit::parser::parse_body(source).map_err(|e| PolicyError::Syntax {
             line: e.location().line(),
             column: e.location().column(),
@@ -198,6 +209,34 @@ fn merge_into(rules: &mut Vec<PathRule>, rule: PathRule) {
     }
 }
 
+/// One path rule as written, before it is checked: what the HCL and the JSON syntax both
+/// come down to, so the two are held to the same rules by [`check_rule`].
+pub(crate) struct RawRule {
+    /// The pattern as written (a leading `/` not yet stripped).
+    pub(crate) pattern: String,
+    /// Where the rule starts.
+    pub(crate) at: Option<Position>,
+    /// Its attributes, in order.
+    pub(crate) attrs: Vec<RawAttr>,
+}
+
+/// One attribute of a [`RawRule`].
+pub(crate) struct RawAttr {
+    pub(crate) key: String,
+    pub(crate) value: RawValue,
+    pub(crate) at: Option<Position>,
+}
+
+/// An attribute's value, as far as a policy cares.
+pub(crate) enum RawValue {
+    /// A quoted string.
+    Str(String),
+    /// A list of strings, each with where it is.
+    StrList(Vec<(String, Option<Position>)>),
+    /// Anything else (a number, a list with a non-string, a map).
+    Other,
+}
+
 fn parse_path_block(
     block: &Block,
     pos: &impl Fn(Option<std::ops::Range<usize>>) -> Option<Position>,
@@ -220,8 +259,67 @@ fn parse_path_block(
             });
         }
     };
+    let shown = raw.strip_prefix('/').unwrap_or(raw);
+    let mut attrs = Vec::new();
+    for structure in block.body.iter() {
+        let attr = match structure {
+            Structure::Attribute(attr) => attr,
+            Structure::Block(nested) => {
+                let identifier = nested.ident.as_str();
+                // HCL1-style `allowed_parameters { … }` blocks: same refusal as the attribute.
+                return Err(if UNSUPPORTED_SETTINGS.contains(&identifier) {
+                    PolicyError::Unsupported {
+                        path: shown.to_owned(),
+                        setting: identifier.to_owned(),
+                        at: pos(nested.span()),
+                    }
+                } else {
+                    PolicyError::UnknownBlock {
+                        identifier: identifier.to_owned(),
+                        at: pos(nested.span()),
+                    }
+                });
+            }
+        };
+        // A repeated attribute never gets here: the HCL parser itself refuses it
+        // ("expected unique attribute key"), so one block cannot say two things.
+        let value = match &attr.value {
+            Expression::String(s) => RawValue::Str(s.value().as_str().to_owned()),
+            Expression::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Expression::String(s) => {
+                        Some((s.value().as_str().to_owned(), pos(item.span())))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map_or(RawValue::Other, RawValue::StrList),
+            _ => RawValue::Other,
+        };
+        attrs.push(RawAttr {
+            key: attr.key.as_str().to_owned(),
+            value,
+            at: pos(attr.span()),
+        });
+    }
+    check_rule(RawRule {
+        pattern: raw.to_owned(),
+        at,
+        attrs,
+    })
+}
+
+/// Checks one rule and turns it into a [`PathRule`]: the pattern's form, its template, and
+/// every attribute (the same rules for HCL and for JSON).
+pub(crate) fn check_rule(raw: RawRule) -> Result<PathRule, PolicyError> {
+    let at = raw.at;
     // Vault strips one leading '/': policy paths start after the API's `/v1/`.
-    let pattern = raw.strip_prefix('/').unwrap_or(raw).to_owned();
+    let pattern = raw
+        .pattern
+        .strip_prefix('/')
+        .unwrap_or(&raw.pattern)
+        .to_owned();
     let invalid = |reason: &str| PolicyError::InvalidPath {
         path: pattern.clone(),
         reason: reason.to_owned(),
@@ -251,34 +349,12 @@ fn parse_path_block(
     })?;
 
     let mut capabilities = BTreeSet::new();
-    for structure in block.body.iter() {
-        let attr = match structure {
-            Structure::Attribute(attr) => attr,
-            Structure::Block(nested) => {
-                let identifier = nested.ident.as_str();
-                // HCL1-style `allowed_parameters { … }` blocks: same refusal as the attribute.
-                return Err(if UNSUPPORTED_SETTINGS.contains(&identifier) {
-                    PolicyError::Unsupported {
-                        path: pattern.clone(),
-                        setting: identifier.to_owned(),
-                        at: pos(nested.span()),
-                    }
-                } else {
-                    PolicyError::UnknownBlock {
-                        identifier: identifier.to_owned(),
-                        at: pos(nested.span()),
-                    }
-                });
-            }
-        };
-        // A repeated attribute never gets here: the HCL parser itself refuses it
-        // ("expected unique attribute key"), so one block cannot say two things.
-        let key = attr.key.as_str();
-        let attr_at = pos(attr.span());
-        match key {
-            "capabilities" => parse_capabilities(attr, &pattern, pos, &mut capabilities)?,
+    for attr in raw.attrs {
+        let attr_at = attr.at;
+        match attr.key.as_str() {
+            "capabilities" => parse_capabilities(&attr, &pattern, &mut capabilities)?,
             "policy" => {
-                let value = string_value(attr, &pattern, attr_at)?;
+                let value = string_value(&attr, &pattern)?;
                 // Vault's mapping of the pre-0.5 shorthand (vault/policy.go `parsePaths`):
                 // read = read+list; write = create+read+update+delete+list; sudo = write+sudo;
                 // deny = deny. Added to any `capabilities` in the same block.
@@ -300,7 +376,7 @@ fn parse_path_block(
             }
             // Vault accepts a free-text comment per path; it grants nothing.
             "comment" => {
-                string_value(attr, &pattern, attr_at)?;
+                string_value(&attr, &pattern)?;
             }
             setting if UNSUPPORTED_SETTINGS.contains(&setting) => {
                 return Err(PolicyError::Unsupported {
@@ -330,31 +406,25 @@ fn parse_path_block(
 }
 
 fn parse_capabilities(
-    attr: &Attribute,
+    attr: &RawAttr,
     pattern: &str,
-    pos: &impl Fn(Option<std::ops::Range<usize>>) -> Option<Position>,
     into: &mut BTreeSet<Capability>,
 ) -> Result<(), PolicyError> {
-    let not_a_list = || PolicyError::InvalidValue {
-        path: pattern.to_owned(),
-        attribute: "capabilities".into(),
-        expected: "a list of strings, such as [\"read\", \"list\"]",
-        at: pos(attr.span()),
+    let RawValue::StrList(items) = &attr.value else {
+        return Err(PolicyError::InvalidValue {
+            path: pattern.to_owned(),
+            attribute: "capabilities".into(),
+            expected: "a list of strings, such as [\"read\", \"list\"]",
+            at: attr.at,
+        });
     };
-    let Expression::Array(items) = &attr.value else {
-        return Err(not_a_list());
-    };
-    for item in items.iter() {
-        let Expression::String(name) = item else {
-            return Err(not_a_list());
-        };
-        let name = name.value().as_str();
-        let at = pos(item.span());
+    for (name, at) in items {
+        let at = *at;
         match Capability::from_name(name) {
             Some(cap) => {
                 into.insert(cap);
             }
-            None if UNSUPPORTED_CAPABILITIES.contains(&name) => {
+            None if UNSUPPORTED_CAPABILITIES.contains(&name.as_str()) => {
                 return Err(PolicyError::Unsupported {
                     path: pattern.to_owned(),
                     setting: format!("{name} capability"),
@@ -364,7 +434,7 @@ fn parse_capabilities(
             None => {
                 return Err(PolicyError::UnknownCapability {
                     path: pattern.to_owned(),
-                    capability: name.to_owned(),
+                    capability: name.clone(),
                     at,
                 });
             }
@@ -373,18 +443,14 @@ fn parse_capabilities(
     Ok(())
 }
 
-fn string_value<'a>(
-    attr: &'a Attribute,
-    pattern: &str,
-    at: Option<Position>,
-) -> Result<&'a str, PolicyError> {
+fn string_value<'a>(attr: &'a RawAttr, pattern: &str) -> Result<&'a str, PolicyError> {
     match &attr.value {
-        Expression::String(s) => Ok(s.value().as_str()),
+        RawValue::Str(s) => Ok(s),
         _ => Err(PolicyError::InvalidValue {
             path: pattern.to_owned(),
-            attribute: attr.key.as_str().to_owned(),
+            attribute: attr.key.clone(),
             expected: "a quoted string",
-            at,
+            at: attr.at,
         }),
     }
 }

@@ -85,7 +85,7 @@ struct Case {
 fn line_of(err: &PolicyError) -> Option<usize> {
     let at = |p: &Option<Position>| p.map(|p| p.line);
     match err {
-        PolicyError::Syntax { line, .. } => Some(*line),
+        PolicyError::Syntax { line, .. } | PolicyError::Json { line, .. } => Some(*line),
         PolicyError::UnknownBlock { at: p, .. }
         | PolicyError::UnknownAttribute { at: p, .. }
         | PolicyError::UnknownCapability { at: p, .. }
@@ -361,4 +361,96 @@ fn default_and_root_cannot_be_deleted() {
     assert!(!is_deletable("default"));
     assert!(!is_deletable("root"));
     assert!(is_deletable("agents"));
+}
+
+/// Vault's JSON policy form (what hvac sends for a dict) grants exactly what the same policy
+/// in HCL grants, in each of the shapes Vault's HCL 1 parser reads.
+#[test]
+fn the_json_form_parses_to_the_same_rules_as_hcl() {
+    let hcl = Policy::parse(
+        "p",
+        r#"
+path "secret/data/openclaw/*" { capabilities = ["read", "list"] }
+path "secret/metadata/{{cert.common_name}}/*" { capabilities = ["list"] }
+path "sys/*" { policy = "deny" }
+"#,
+    )
+    .unwrap();
+    let forms = [
+        // Object of rules.
+        r#"{"path": {
+              "secret/data/openclaw/*": {"capabilities": ["read", "list"]},
+              "secret/metadata/{{cert.common_name}}/*": {"capabilities": ["list"]},
+              "sys/*": {"policy": "deny"}}}"#,
+        // A list of one-rule objects, a top-level name, and a comment per rule.
+        r#"  {"name": "ignored", "path": [
+              {"secret/data/openclaw/*": {"capabilities": ["read"], "comment": "agents"}},
+              {"secret/data/openclaw/*": {"capabilities": ["list"]}},
+              {"secret/metadata/{{cert.common_name}}/*": [{"capabilities": ["list"]}]},
+              {"/sys/*": {"policy": "deny"}}]}"#,
+    ];
+    for src in forms {
+        let json = Policy::parse("p", src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(json.rules(), hcl.rules(), "{src}");
+        assert_eq!(json.source(), src, "the source is kept verbatim");
+        assert!(json.is_templated());
+    }
+}
+
+/// A JSON policy is held to HCL's rules, and its errors name the line of the rule.
+#[test]
+fn the_json_form_refuses_what_hcl_refuses_with_the_line() {
+    // (source, the variant, a fragment of its message, the line it names)
+    type JsonCase = (&'static str, fn(&PolicyError) -> bool, &'static str, usize);
+    let cases: [JsonCase; 7] = [
+        (
+            "{\n \"path\": {\n  \"secret/*\": {\"capabilities\": [\"reed\"]}}}",
+            |e| matches!(e, PolicyError::UnknownCapability { capability, .. } if capability == "reed"),
+            "unknown capability \"reed\"",
+            3,
+        ),
+        (
+            "{\"path\": {\"secret/*\": {\n\"allowed_parameters\": {\"a\": []}}}}",
+            |e| matches!(e, PolicyError::Unsupported { setting, .. } if setting == "allowed_parameters"),
+            "does not support yet",
+            2,
+        ),
+        (
+            "{\"path\": {\"secret/*\": {\"capabilities\": [\"read\"],\n \"capabilities\": [\"sudo\"]}}}",
+            |e| matches!(e, PolicyError::Json { .. }),
+            "gives `capabilities` twice",
+            2,
+        ),
+        (
+            "{\"path\": {\"secret/*\": {\"capabilities\": \"read\"}}}",
+            |e| matches!(e, PolicyError::InvalidValue { attribute, .. } if attribute == "capabilities"),
+            "must be a list of strings",
+            1,
+        ),
+        (
+            "{\"path\": {\"a*b\": {\"capabilities\": [\"read\"]}}}",
+            |e| matches!(e, PolicyError::InvalidPath { .. }),
+            "only a glob at the very end",
+            1,
+        ),
+        (
+            "{\"paths\": {\"secret/*\": {}}}",
+            |e| matches!(e, PolicyError::UnknownBlock { identifier, .. } if identifier == "paths"),
+            "unknown block `paths`",
+            1,
+        ),
+        (
+            "{\"path\": {\"secret/*\": {\"capabilities\": [\"read\"]}}\n,}",
+            |e| matches!(e, PolicyError::Json { .. }),
+            "not valid JSON",
+            2,
+        ),
+    ];
+    for (src, matches, says, line) in cases {
+        let err = Policy::parse("p", src).expect_err(src);
+        let msg = err.to_string();
+        assert!(matches(&err), "{src}: wrong variant {err:?}");
+        assert!(msg.contains(says), "{src}: {msg:?} should contain {says:?}");
+        assert_eq!(line_of(&err), Some(line), "{src}: {msg}");
+    }
 }

@@ -73,6 +73,18 @@ pub fn map_body(
     resp
 }
 
+/// 200 with the full envelope around `data`, and `data`'s keys copied to the top level, as
+/// Vault answers its `sys/` reads (policies, mounts, capabilities, audit-hash): clients read
+/// either place. A top-level key of the envelope itself (`data`, `auth` …) is not overwritten.
+pub fn ok_flat(data: serde_json::Map<String, Value>) -> Response {
+    let top = data.clone();
+    map_body(ok(Value::Object(data)), |body| {
+        for (k, v) in top {
+            body.entry(k).or_insert(v);
+        }
+    })
+}
+
 /// 204 No Content, as Vault answers writes that return nothing.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

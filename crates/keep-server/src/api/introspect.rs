@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::api::body::json as json_reply;
-use crate::api::envelope::{map_body, ok};
+use crate::api::envelope::{map_body, ok_flat};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::VaultRequest;
@@ -48,12 +48,7 @@ fn answer(per_path: Vec<(String, Vec<String>)>) -> axum::response::Response {
     for (p, caps) in per_path {
         data.insert(p, json!(caps));
     }
-    let top = data.clone();
-    map_body(ok(Value::Object(data)), |b| {
-        for (k, v) in top {
-            b.entry(k).or_insert(v);
-        }
-    })
+    ok_flat(data)
 }
 
 /// Capability names sorted as Vault sorts them.

@@ -7,6 +7,7 @@
 //! | PATCH | `data/:path` | JSON merge patch of the latest version |
 //! | DELETE | `data/:path` | soft-delete the latest version |
 //! | POST, PUT | `delete/:path`, `undelete/:path`, `destroy/:path` | act on `versions` |
+//! | GET | `subkeys/:path[?version=n&depth=d]` | the key structure, values `null` |
 //! | GET | `metadata/:path` | read metadata |
 //! | POST, PUT, PATCH | `metadata/:path` | update metadata |
 //! | DELETE | `metadata/:path` | delete the secret and every version |
@@ -25,7 +26,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::api::blocking::{blocking, store};
-use crate::api::envelope::{no_content, ok};
+use crate::api::envelope::{envelope, no_content, ok};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
@@ -49,12 +50,27 @@ fn folder(req: &VaultRequest) -> String {
     rest.trim_start_matches('/').to_owned()
 }
 
-/// `LIST metadata/:path/` (and `data/`, as keep has always answered): the keys under a folder.
+/// The warning on a list under `data/`, which Vault does not answer (docs/server.md,
+/// "Deliberate differences from Vault").
+pub const LIST_DATA_WARNING: &str = "keep lists secret/data/ as secret/metadata/; Vault answers 405 here, so list secret/metadata/ for portability";
+
+/// `LIST metadata/:path/` (and `data/`, as keep has always answered, with a warning): the keys
+/// under a folder.
 pub async fn list(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
     let access = admit!(state, req, Operation::List);
     let path = folder(&req);
+    // Vault lists only under `metadata/`; keep has always answered `data/` too, and says so.
+    let under_data = req.path.starts_with("secret/data");
     access.answer((|| {
         let keys = KvEngine::new(&*store(&state)?, MOUNT).list(&path)?;
+        if under_data {
+            return Ok(envelope(
+                axum::http::StatusCode::OK,
+                json!({ "keys": keys }),
+                vec![LIST_DATA_WARNING.into()],
+                Value::Null,
+            ));
+        }
         Ok(ok(json!({ "keys": keys })))
     })())
 }
@@ -78,6 +94,60 @@ pub async fn read(
         let v = KvEngine::new(&*store(&state)?, MOUNT).read(&path, version, now)?;
         Ok(ok(json!({ "data": v.data, "metadata": v.metadata })))
     })())
+}
+
+/// `GET subkeys/:path[?version=n&depth=d]`: the secret's key structure without its values,
+/// as Vault answers it: every leaf is `null`, objects nest down to `depth` levels (0, the
+/// default, is unlimited). A deleted or destroyed version is 404 with its metadata and
+/// `subkeys: null`, as in Vault.
+pub async fn subkeys(
+    State(state): State<Arc<AppState>>,
+    Path(path): Path<String>,
+    req: VaultRequest,
+) -> Answer {
+    let access = admit!(state, req, Operation::Read);
+    let now = OffsetDateTime::now_utc();
+    access.answer((|| {
+        let number = |name: &str| match req.query(name) {
+            None | Some("") => Ok(0),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("{name} must be a non-negative integer"))
+            }),
+        };
+        let version = number("version")?;
+        let depth = number("depth")?;
+        match KvEngine::new(&*store(&state)?, MOUNT).read(&path, Some(version), now) {
+            Ok(v) => Ok(ok(json!({
+                "subkeys": shape(&v.data, depth),
+                "metadata": v.metadata,
+            }))),
+            Err(crate::kv::KvError::Deleted(meta)) => Err(ApiError {
+                data: Some(json!({ "subkeys": null, "metadata": meta })),
+                ..ApiError::not_found()
+            }),
+            Err(e) => Err(e.into()),
+        }
+    })())
+}
+
+/// `data`'s keys with every leaf `null`, objects followed down to `depth` levels (0: all).
+fn shape(data: &Map<String, Value>, depth: u64) -> Value {
+    fn walk(m: &Map<String, Value>, level: u64, depth: u64) -> Value {
+        Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let inner = match v {
+                        Value::Object(o) if depth == 0 || level < depth => {
+                            walk(o, level + 1, depth)
+                        }
+                        _ => Value::Null,
+                    };
+                    (k.clone(), inner)
+                })
+                .collect(),
+        )
+    }
+    walk(data, 1, depth)
 }
 
 /// Vault's ACLs tell creating a secret from updating one: a write to a path with no secret

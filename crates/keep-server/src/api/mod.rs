@@ -181,6 +181,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/secret/metadata", list_only(kv::list))
         .route("/v1/secret/metadata/", list_only(kv::list))
+        .route("/v1/secret/subkeys/{*path}", get(kv::subkeys))
         .route("/v1/secret/delete/{*path}", write(kv::delete_versions))
         .route("/v1/secret/undelete/{*path}", write(kv::undelete_versions))
         .route("/v1/secret/destroy/{*path}", write(kv::destroy_versions))

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::api::envelope::ok;
+use crate::api::envelope::{ok, ok_flat};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::VaultRequest;
@@ -125,12 +125,7 @@ fn info(m: &Mount, id: &ClusterIdentity, auth: bool) -> Value {
 
 /// Vault's envelope with `data`'s keys copied to the top level.
 fn with_top_level(data: Map<String, Value>) -> Result<axum::response::Response, ApiError> {
-    let resp = ok(Value::Object(data.clone()));
-    Ok(crate::api::envelope::map_body(resp, |body| {
-        for (k, v) in data {
-            body.entry(k).or_insert(v);
-        }
-    }))
+    Ok(ok_flat(data))
 }
 
 fn identity(state: &AppState) -> Result<ClusterIdentity, ApiError> {

@@ -7,11 +7,20 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::api::blocking::blocking;
-use crate::api::envelope::{no_content, ok};
+use crate::api::envelope::{envelope, no_content, ok_flat};
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
 use crate::state::AppState;
+
+/// Vault's answer for a policy read or list: the fields in `data` and at the top level.
+fn flat(data: Value) -> Response {
+    match data {
+        Value::Object(m) => ok_flat(m),
+        // Every caller passes an object literal.
+        other => crate::api::envelope::ok(other),
+    }
+}
 
 fn names(state: &AppState) -> Result<Vec<String>, ApiError> {
     let store = state.store().ok_or_else(ApiError::sealed)?;
@@ -38,18 +47,29 @@ impl Api {
 /// `LIST /v1/sys/policies/acl`.
 pub async fn list(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
     let access = admit!(state, req, "sys/policies/acl/", Operation::List);
-    access.answer(names(&state).map(|n| ok(json!({ "keys": n }))))
+    access.answer(names(&state).map(|n| flat(json!({ "keys": n }))))
 }
 
 /// `GET /v1/sys/policy` (older API): `{"keys": [...], "policies": [...]}`.
 pub async fn list_legacy(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answer {
     let access = admit!(state, req, "sys/policy", Operation::Read);
-    access.answer(names(&state).map(|n| ok(json!({ "keys": n, "policies": n }))))
+    access.answer(names(&state).map(|n| flat(json!({ "keys": n, "policies": n }))))
 }
+
+/// The warning on a list of a policy name, which Vault does not answer (docs/server.md,
+/// "Deliberate differences from Vault").
+pub const LIST_NAME_WARNING: &str = "keep answers a list of a policy name with every policy name; Vault answers 405 here, so list sys/policies/acl for portability";
 
 async fn list_under(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
     let access = admit!(state, req, &api.path(&name), Operation::List);
-    access.answer(names(&state).map(|n| ok(json!({ "keys": n }))))
+    access.answer(names(&state).map(|n| {
+        envelope(
+            axum::http::StatusCode::OK,
+            json!({ "keys": n }),
+            vec![LIST_NAME_WARNING.into()],
+            Value::Null,
+        )
+    }))
 }
 
 async fn read_policy(state: Arc<AppState>, name: String, req: VaultRequest, api: Api) -> Answer {
@@ -62,8 +82,8 @@ async fn read_policy(state: Arc<AppState>, name: String, req: VaultRequest, api:
             .source(&*store, &name)?
             .ok_or_else(ApiError::not_found)?;
         Ok(match api {
-            Api::Legacy => ok(json!({ "name": name, "rules": src })),
-            Api::Acl => ok(json!({ "name": name, "policy": src })),
+            Api::Legacy => flat(json!({ "name": name, "rules": src })),
+            Api::Acl => flat(json!({ "name": name, "policy": src })),
         })
     })())
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::body::json as json_reply;
-use crate::api::envelope::ok;
+use crate::api::envelope::ok_flat;
 use crate::api::error::ApiError;
 use crate::api::reply::Answer;
 use crate::api::request::{Operation, VaultRequest};
@@ -204,6 +204,8 @@ pub async fn audit_hash(State(state): State<Arc<AppState>>, req: VaultRequest) -
         let log = state
             .audit()
             .ok_or_else(|| ApiError::bad_request("no audit log is configured (audit.file)"))?;
-        Ok(ok(json!({ "hash": log.hash(&input) })))
+        let mut data = serde_json::Map::new();
+        data.insert("hash".into(), json!(log.hash(&input)));
+        Ok(ok_flat(data))
     })())
 }
