@@ -94,3 +94,35 @@ fn node_vault_mounts_health_initialized() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all sys calls behaved"));
 }
+
+/// hvac: a dict policy (Vault's JSON form), policy fields at the top level, and the agent's
+/// `kv.v2.list_secrets` without a trailing slash and `Client.list` (`?list=True`) under a
+/// list-only policy, with their refusals.
+#[test]
+fn hvac_json_policies_top_level_fields_and_agent_lists() {
+    let Some(py) = hvac_python() else { return };
+    let lab = Lab::new(keep_bin());
+    lab.init();
+    let server = lab.start();
+    let out = Command::new(py)
+        .arg(script("hvac_shapes.py"))
+        .arg(lab.url())
+        .arg(&lab.files.root_cert)
+        .arg(&lab.files.admin_cert)
+        .arg(&lab.files.admin_key)
+        .arg(&lab.files.client_cert)
+        .arg(&lab.files.client_key)
+        .arg(&lab.files.intermediate_cert)
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hvac shapes script failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all shapes behaved"));
+}
