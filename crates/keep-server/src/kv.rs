@@ -42,6 +42,12 @@ pub enum KvError {
     /// The request is malformed or violates the engine's rules (400).
     #[error("{0}")]
     Invalid(String),
+    /// `options.cas` was given and is not the secret's current version (400, Vault's text).
+    #[error("check-and-set parameter did not match the current version")]
+    CasMismatch,
+    /// The secret or the mount requires `options.cas` and the write has none (400).
+    #[error("check-and-set parameter required for this call")]
+    CasRequired,
     /// The storage layer failed (500; the cause is logged, not shown).
     #[error("storage error: {0}")]
     Storage(#[from] StoreError),
@@ -320,16 +326,12 @@ impl<'a> KvEngine<'a> {
                 ..Meta::default()
             });
             if (m.cas_required || cfg.cas_required) && cas.is_none() {
-                return Err(KvError::Invalid(
-                    "check-and-set parameter required for this call".into(),
-                ));
+                return Err(KvError::CasRequired);
             }
             if let Some(c) = cas
                 && c != m.current_version
             {
-                return Err(KvError::Invalid(
-                    "check-and-set parameter did not match the current version".into(),
-                ));
+                return Err(KvError::CasMismatch);
             }
             let v = m.current_version + 1;
             let dva = if m.delete_version_after > 0 {
@@ -382,9 +384,7 @@ impl<'a> KvEngine<'a> {
             if let Some(c) = cas
                 && c != version
             {
-                return Err(KvError::Invalid(
-                    "check-and-set parameter did not match the current version".into(),
-                ));
+                return Err(KvError::CasMismatch);
             }
             let mut merged = Value::Object(current.data);
             merge_patch(&mut merged, &Value::Object(patch.clone()));
@@ -392,7 +392,8 @@ impl<'a> KvEngine<'a> {
                 return Err(KvError::Invalid("patch must be an object".into()));
             };
             match self.write(path, map, Some(version), now) {
-                Err(KvError::Invalid(msg)) if cas.is_none() && msg.contains("did not match") => {
+                // Another writer came between the read and the write: merge again.
+                Err(KvError::CasMismatch) if cas.is_none() => {
                     continue;
                 }
                 other => return other,
@@ -758,7 +759,7 @@ mod tests {
         let e = kv
             .write("x", map(json!({"a": 2})), Some(0), t0())
             .unwrap_err();
-        assert!(e.to_string().contains("did not match"), "{e}");
+        assert!(matches!(e, KvError::CasMismatch), "{e}");
         kv.write("x", map(json!({"a": 2})), Some(1), t0()).unwrap();
         kv.write_metadata(
             "x",
@@ -770,7 +771,7 @@ mod tests {
         )
         .unwrap();
         let e = kv.write("x", map(json!({"a": 3})), None, t0()).unwrap_err();
-        assert!(e.to_string().contains("required"), "{e}");
+        assert!(matches!(e, KvError::CasRequired), "{e}");
         assert_eq!(
             kv.read("x", None, t0()).unwrap().metadata.version,
             2,

@@ -90,6 +90,7 @@ impl From<KvError> for ApiError {
                 cause: None,
             },
             KvError::Invalid(msg) => ApiError::bad_request(msg),
+            KvError::CasMismatch | KvError::CasRequired => ApiError::bad_request(e.to_string()),
             KvError::Storage(e) => ApiError::internal(format!("storage: {e}")),
             KvError::Corrupt(key) => ApiError::internal(format!("corrupt entry {key}")),
         }
