@@ -68,16 +68,21 @@ impl User {
         lookup(|u| u.uid == uid, &uid.to_string())
     }
 
-    /// The user this process runs as (effective uid), with a made-up entry when the uid has
-    /// no name (a container's arbitrary uid) and `HOME` as the home.
+    /// The user this process runs as (effective uid). Its home is `HOME` when set, as for
+    /// OpenClaw (Node's `os.homedir()`), else the passwd entry's; a uid without a name (a
+    /// container's arbitrary uid) gets a made-up entry.
     pub fn current() -> User {
         let uid = euid();
-        User::by_uid(uid).unwrap_or_else(|| User {
+        let mut user = User::by_uid(uid).unwrap_or_else(|| User {
             name: uid.to_string(),
             uid,
             gid: rustix::process::getegid().as_raw(),
-            home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
-        })
+            home: PathBuf::from("/"),
+        });
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            user.home = PathBuf::from(home);
+        }
+        user
     }
 }
 
