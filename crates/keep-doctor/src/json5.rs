@@ -186,7 +186,7 @@ pub fn set(text: &str, path: &[&str], value: &Value) -> Result<String, EditError
                 pos: 0,
             }
             .first_significant()
-            == Some(',');
+                == Some(',');
             out.push_str(&text[..last.end]);
             if !has_comma {
                 out.push(',');
@@ -335,9 +335,9 @@ impl Parser<'_> {
                     "Infinity" | "NaN" => Kind::Number(Value::Null),
                     _ => {
                         self.pos = start;
-                        return Err(self.error(format!(
-                            "{word:?} is not a value (strings need quotes)"
-                        )));
+                        return Err(
+                            self.error(format!("{word:?} is not a value (strings need quotes)"))
+                        );
                     }
                 }
             }
@@ -386,7 +386,9 @@ impl Parser<'_> {
                 }
                 Some('}') => {}
                 Some(c) => {
-                    return Err(self.error(format!("expected ',' or '}}' in an object, found {c:?}")));
+                    return Err(
+                        self.error(format!("expected ',' or '}}' in an object, found {c:?}"))
+                    );
                 }
                 None => return Err(self.error("an object is never closed (missing '}')")),
             }
@@ -461,7 +463,11 @@ impl Parser<'_> {
                             {
                                 self.pos += 2;
                                 let lo = self.hex(4)?;
-                                char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo.wrapping_sub(0xdc00) & 0x3ff))
+                                char::from_u32(
+                                    0x10000
+                                        + ((hi - 0xd800) << 10)
+                                        + (lo.wrapping_sub(0xdc00) & 0x3ff),
+                                )
                             } else {
                                 char::from_u32(hi)
                             };
@@ -567,7 +573,9 @@ impl Parser<'_> {
             if body.starts_with('.') { "0" } else { "" },
             body.replace(".e", ".0e").replace(".E", ".0E")
         );
-        let normal = normal.strip_suffix('.').map_or(normal.clone(), |s| s.to_owned());
+        let normal = normal
+            .strip_suffix('.')
+            .map_or(normal.clone(), |s| s.to_owned());
         if let Ok(i) = normal.parse::<i64>() {
             return Ok(Kind::Number(Value::from(i)));
         }
@@ -577,7 +585,10 @@ impl Parser<'_> {
             )),
             _ => {
                 self.pos = start;
-                Err(self.error(format!("{:?} is not a number", &self.text[start..start + body.len().max(1)])))
+                Err(self.error(format!(
+                    "{:?} is not a number",
+                    &self.text[start..start + body.len().max(1)]
+                )))
             }
         }
     }
@@ -630,8 +641,10 @@ mod tests {
 
     #[test]
     fn strings_decode_json5_escapes() {
-        let v = parse(r#"{ a: "x\u00e9\x41\n\
-y", b: '\"', c: "\uD83D\uDE00" }"#)
+        let v = parse(
+            r#"{ a: "x\u00e9\x41\n\
+y", b: '\"', c: "\uD83D\uDE00" }"#,
+        )
         .unwrap()
         .to_json();
         assert_eq!(v["a"], "xéA\ny");
@@ -660,14 +673,19 @@ y", b: '\"', c: "\uD83D\uDE00" }"#)
         // Everything that was there is still there, in order.
         let mut rest = out.as_str();
         for line in OPENCLAW.lines().filter(|l| l.trim() != "}") {
-            let i = rest.find(line).unwrap_or_else(|| panic!("lost {line:?}:\n{out}"));
+            let i = rest
+                .find(line)
+                .unwrap_or_else(|| panic!("lost {line:?}:\n{out}"));
             rest = &rest[i + line.len()..];
         }
         let v = parse(&out).unwrap().to_json();
         assert_eq!(v["secrets"]["providers"]["keep"], provider);
         assert_eq!(v["gateway"]["port"], 18789);
         // Inserted with the file's own two-space indentation, before the final brace.
-        assert!(out.contains("\n  \"secrets\": {\n    \"providers\": {\n"), "{out}");
+        assert!(
+            out.contains("\n  \"secrets\": {\n    \"providers\": {\n"),
+            "{out}"
+        );
         assert!(out.ends_with("}\n}\n"), "{out}");
     }
 
@@ -677,12 +695,18 @@ y", b: '\"', c: "\uD83D\uDE00" }"#)
         let new = json!({"source": "exec", "jsonOnly": true});
         let out = set(text, &["secrets", "providers", "keep"], &new).unwrap();
         assert!(out.starts_with("{\n  // keep's provider\n  secrets: { providers: { keep: {"));
-        assert!(out.contains("other: {source: 'env'} } }, // tail\n}\n"), "{out}");
+        assert!(
+            out.contains("other: {source: 'env'} } }, // tail\n}\n"),
+            "{out}"
+        );
         let v = parse(&out).unwrap().to_json();
         assert_eq!(v["secrets"]["providers"]["keep"], new);
         assert_eq!(v["secrets"]["providers"]["other"]["source"], "env");
         // Setting the same value again changes nothing.
-        assert_eq!(set(&out, &["secrets", "providers", "keep"], &new).unwrap(), out);
+        assert_eq!(
+            set(&out, &["secrets", "providers", "keep"], &new).unwrap(),
+            out
+        );
     }
 
     #[test]
@@ -697,14 +721,20 @@ y", b: '\"', c: "\uD83D\uDE00" }"#)
         let out = set("{\n  x: 1,\n}", &["a"], &json!(2)).unwrap();
         assert_eq!(out, "{\n  x: 1,\n  \"a\": 2\n}");
         let out = set("", &["s", "p"], &json!({"k": 1})).unwrap();
-        assert_eq!(parse(&out).unwrap().to_json(), json!({"s": {"p": {"k": 1}}}));
+        assert_eq!(
+            parse(&out).unwrap().to_json(),
+            json!({"s": {"p": {"k": 1}}})
+        );
         let out = set("{ /* nothing yet */ }", &["a"], &json!(1)).unwrap();
         assert!(out.contains("/* nothing yet */"), "{out}");
         assert!(matches!(
             set("{ secrets: 3 }", &["secrets", "providers"], &json!(1)),
             Err(EditError::NotAnObject(p)) if p == "secrets"
         ));
-        assert!(matches!(set("[1]", &["a"], &json!(1)), Err(EditError::NotAnObject(_))));
+        assert!(matches!(
+            set("[1]", &["a"], &json!(1)),
+            Err(EditError::NotAnObject(_))
+        ));
     }
 
     #[test]

@@ -92,9 +92,8 @@ pub fn euid() -> u32 {
 }
 
 fn lookup(matches: impl Fn(&User) -> bool, key: &str) -> Option<User> {
-    let parse = |text: &str| -> Option<User> {
-        text.lines().filter_map(passwd_line).find(|u| matches(u))
-    };
+    let parse =
+        |text: &str| -> Option<User> { text.lines().filter_map(passwd_line).find(|u| matches(u)) };
     if let Some(u) = std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|t| parse(&t))
@@ -230,7 +229,8 @@ fn walk(v: &Value, path: String, default: &str, out: &mut Vec<Ref>) {
                     continue;
                 }
                 let simple = !k.is_empty()
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 let p = match (path.is_empty(), simple) {
                     (true, true) => k.clone(),
                     (false, true) => format!("{path}.{k}"),
@@ -268,7 +268,10 @@ pub fn command_checks(alias: &str, provider: &Value, gateway_uid: u32) -> Vec<Ch
     let id = |s: &str| format!("openclaw.{alias}.command.{s}");
     let setup = "run `keep openclaw setup --config AGENT_YAML` as the Gateway user: it places a copy that passes every check";
     let mut out = Vec::new();
-    let Some(command) = provider["command"].as_str().filter(|c| !c.trim().is_empty()) else {
+    let Some(command) = provider["command"]
+        .as_str()
+        .filter(|c| !c.trim().is_empty())
+    else {
         out.push(Check::fail(
             &id("absolute"),
             "command",
@@ -278,9 +281,7 @@ pub fn command_checks(alias: &str, provider: &Value, gateway_uid: u32) -> Vec<Ch
         return out;
     };
     let path = PathBuf::from(command.trim());
-    let unsafe_chars = command
-        .chars()
-        .any(|c| ";&|`$<>\"'\r\n\0".contains(c));
+    let unsafe_chars = command.chars().any(|c| ";&|`$<>\"'\r\n\0".contains(c));
     if !path.is_absolute() || unsafe_chars {
         out.push(Check::fail(
             &id("absolute"),
@@ -352,9 +353,7 @@ pub fn command_checks(alias: &str, provider: &Value, gateway_uid: u32) -> Vec<Ch
         )),
         Some(dirs) => {
             let dirs: Vec<&str> = dirs.iter().filter_map(Value::as_str).collect();
-            let inside = dirs
-                .iter()
-                .any(|d| path_inside(Path::new(d), &path));
+            let inside = dirs.iter().any(|d| path_inside(Path::new(d), &path));
             if inside {
                 out.push(Check::ok(
                     &id("trusted_dirs"),
@@ -362,7 +361,11 @@ pub fn command_checks(alias: &str, provider: &Value, gateway_uid: u32) -> Vec<Ch
                     format!("{shown} is inside {}", dirs.join(", ")),
                 ));
             } else {
-                let parent = path.parent().unwrap_or(Path::new("/")).display().to_string();
+                let parent = path
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .display()
+                    .to_string();
                 out.push(Check::fail(
                     &id("trusted_dirs"),
                     "trustedDirs",
@@ -398,7 +401,9 @@ pub fn command_checks(alias: &str, provider: &Value, gateway_uid: u32) -> Vec<Ch
     }
     let owner = lst.uid();
     if owner != gateway_uid {
-        let name = |uid: u32| User::by_uid(uid).map_or(format!("uid {uid}"), |u| format!("{} (uid {uid})", u.name));
+        let name = |uid: u32| {
+            User::by_uid(uid).map_or(format!("uid {uid}"), |u| format!("{} (uid {uid})", u.name))
+        };
         out.push(Check::fail(
             &id("owner"),
             "owner",
@@ -473,7 +478,11 @@ fn provider_checks(alias: &str, provider: &Value) -> (Vec<Check>, ResolverArgs) 
             format!("set secrets.providers.{alias}.jsonOnly to true (keep always answers JSON)"),
         ),
         Some(Value::Bool(true)) => Check::ok(&id("json_only"), "jsonOnly", "true"),
-        None => Check::ok(&id("json_only"), "jsonOnly", "not set (OpenClaw's default, true)"),
+        None => Check::ok(
+            &id("json_only"),
+            "jsonOnly",
+            "not set (OpenClaw's default, true)",
+        ),
         Some(other) => Check::fail(
             &id("json_only"),
             "jsonOnly",
@@ -512,7 +521,11 @@ fn provider_checks(alias: &str, provider: &Value) -> (Vec<Check>, ResolverArgs) 
         args.iter().enumerate().find_map(|(i, a)| {
             a.strip_prefix(&format!("{name}="))
                 .map(str::to_owned)
-                .or_else(|| (*a == name).then(|| args.get(i + 1).map(|s| (*s).to_owned())).flatten())
+                .or_else(|| {
+                    (*a == name)
+                        .then(|| args.get(i + 1).map(|s| (*s).to_owned()))
+                        .flatten()
+                })
         })
     };
     let resolver = ResolverArgs {
@@ -567,7 +580,10 @@ fn run_provider(provider: &Value, ids: &[&str], uid: u32, gid: u32, limit: Durat
     let mut cmd = Command::new(command);
     cmd.args(&args)
         .env_clear()
-        .env("LC_CTYPE", std::env::var_os("LC_CTYPE").unwrap_or_else(|| "C.UTF-8".into()))
+        .env(
+            "LC_CTYPE",
+            std::env::var_os("LC_CTYPE").unwrap_or_else(|| "C.UTF-8".into()),
+        )
         .env("OPENCLAW_CLI", "1")
         .current_dir(Path::new(command).parent().unwrap_or(Path::new("/")))
         .stdin(Stdio::piped())
@@ -711,7 +727,10 @@ pub fn diagnose(path: &Path, _opts: &Options) -> Check {
     let mut out = vec![Check::ok(
         "openclaw.config",
         "config",
-        format!("parses; the Gateway user is {} (uid {})", gateway.name, gateway.uid),
+        format!(
+            "parses; the Gateway user is {} (uid {})",
+            gateway.name, gateway.uid
+        ),
     )];
     let providers = keep_providers(&config);
     if providers.is_empty() {
@@ -732,12 +751,25 @@ pub fn diagnose(path: &Path, _opts: &Options) -> Check {
         let mine: Vec<&Ref> = refs.iter().filter(|r| &r.provider == alias).collect();
         let timeout_ms = provider["timeoutMs"].as_u64().unwrap_or(DEFAULT_TIMEOUT_MS);
         if !runnable {
-            let why = "OpenClaw would refuse to run the command: fix the failed command check first";
-            checks.push(Check::skip(&format!("openclaw.{alias}.timeout"), "timeoutMs", why));
+            let why =
+                "OpenClaw would refuse to run the command: fix the failed command check first";
+            checks.push(Check::skip(
+                &format!("openclaw.{alias}.timeout"),
+                "timeoutMs",
+                why,
+            ));
             for r in &mine {
-                checks.push(Check::skip(&format!("openclaw.{alias}.ref.{}", r.path), &r.path, why));
+                checks.push(Check::skip(
+                    &format!("openclaw.{alias}.ref.{}", r.path),
+                    &r.path,
+                    why,
+                ));
             }
-            out.push(Check::group(&format!("openclaw.{alias}"), &format!("provider {alias}"), checks));
+            out.push(Check::group(
+                &format!("openclaw.{alias}"),
+                &format!("provider {alias}"),
+                checks,
+            ));
             continue;
         }
         let mut ids: Vec<&str> = mine.iter().map(|r| r.id.as_str()).collect();
@@ -801,29 +833,59 @@ pub fn diagnose(path: &Path, _opts: &Options) -> Check {
         for r in &mine {
             let rid = format!("openclaw.{alias}.ref.{}", r.path);
             let c = if let Some(e) = &failure {
-                Check::fail(&rid, &r.path, format!("{}: {e}", r.id), "fix the provider first (the checks above), then run this again")
+                Check::fail(
+                    &rid,
+                    &r.path,
+                    format!("{}: {e}", r.id),
+                    "fix the provider first (the checks above), then run this again",
+                )
             } else if answers.contains_key(&format!("values\u{0}{}", r.id)) {
-                Check::ok(&rid, &r.path, format!("{} resolves (value not shown)", r.id))
+                Check::ok(
+                    &rid,
+                    &r.path,
+                    format!("{} resolves (value not shown)", r.id),
+                )
             } else if let Some(err) = answers.get(&format!("errors\u{0}{}", r.id)) {
                 let code = err["code"].as_str().unwrap_or("ERROR");
                 let msg = err["message"].as_str().unwrap_or("");
-                Check::fail(&rid, &r.path, format!("{} fails: {code} ({msg})", r.id), code_fix(code, &r.id))
+                Check::fail(
+                    &rid,
+                    &r.path,
+                    format!("{} fails: {code} ({msg})", r.id),
+                    code_fix(code, &r.id),
+                )
             } else {
-                Check::fail(&rid, &r.path, format!("{}: the resolver did not answer this id", r.id), "see docs/openclaw.md")
+                Check::fail(
+                    &rid,
+                    &r.path,
+                    format!("{}: the resolver did not answer this id", r.id),
+                    "see docs/openclaw.md",
+                )
             };
             checks.push(c);
         }
-        out.push(Check::group(&format!("openclaw.{alias}"), &format!("provider {alias}"), checks));
+        out.push(Check::group(
+            &format!("openclaw.{alias}"),
+            &format!("provider {alias}"),
+            checks,
+        ));
     }
     // Refs to providers that are not defined at all.
     for r in refs.iter().filter(|r| {
-        !providers.contains_key(&r.provider) && config["secrets"]["providers"][&r.provider].is_null()
+        !providers.contains_key(&r.provider)
+            && config["secrets"]["providers"][&r.provider].is_null()
     }) {
         out.push(Check::fail(
             &format!("openclaw.ref.{}", r.path),
             &r.path,
-            format!("{} names provider {:?}, which secrets.providers does not define", r.id, r.provider),
-            format!("set \"provider\": \"keep\" (or define secrets.providers.{})", r.provider),
+            format!(
+                "{} names provider {:?}, which secrets.providers does not define",
+                r.id, r.provider
+            ),
+            format!(
+                "set \"provider\": \"keep\" (or define secrets.providers.{})",
+                r.provider
+            ),
         ));
     }
     Check::group("openclaw", &title, out)
@@ -843,7 +905,10 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| OsString::from(p.1))
         };
-        assert_eq!(config_path(env(&[]), home, None), Path::new("/home/u/.openclaw/openclaw.json"));
+        assert_eq!(
+            config_path(env(&[]), home, None),
+            Path::new("/home/u/.openclaw/openclaw.json")
+        );
         assert_eq!(
             config_path(env(&[("OPENCLAW_STATE_DIR", "~/st")]), home, None),
             Path::new("/home/u/st/openclaw.json")
@@ -857,7 +922,14 @@ mod tests {
             Path::new("/home/u/.openclaw-lab/openclaw.json")
         );
         assert_eq!(
-            config_path(env(&[("OPENCLAW_CONFIG_PATH", "/etc/oc.json"), ("OPENCLAW_PROFILE", "lab")]), home, Some("x")),
+            config_path(
+                env(&[
+                    ("OPENCLAW_CONFIG_PATH", "/etc/oc.json"),
+                    ("OPENCLAW_PROFILE", "lab")
+                ]),
+                home,
+                Some("x")
+            ),
             Path::new("/etc/oc.json")
         );
     }
@@ -873,7 +945,10 @@ mod tests {
             "odd.key": {"x": {"source": "exec", "provider": "other", "id": "e"}}
         });
         let refs = exec_refs(&config);
-        let got: Vec<(&str, &str, &str)> = refs.iter().map(|r| (r.path.as_str(), r.provider.as_str(), r.id.as_str())).collect();
+        let got: Vec<(&str, &str, &str)> = refs
+            .iter()
+            .map(|r| (r.path.as_str(), r.provider.as_str(), r.id.as_str()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -893,14 +968,18 @@ mod tests {
         std::fs::write(&file, b"#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
         let provider = |command: &Path, trusted: Option<&Path>| {
-            let mut p = json!({"source": "exec", "command": command, "args": ["openclaw-resolver"]});
+            let mut p =
+                json!({"source": "exec", "command": command, "args": ["openclaw-resolver"]});
             if let Some(t) = trusted {
                 p["trustedDirs"] = json!([t]);
             }
             p
         };
         let status = |checks: &[Check], id: &str| {
-            checks.iter().find(|c| c.id == format!("openclaw.keep.command.{id}")).map(|c| c.status)
+            checks
+                .iter()
+                .find(|c| c.id == format!("openclaw.keep.command.{id}"))
+                .map(|c| c.status)
         };
         use Status::Fail;
         let ok = Status::Ok;
@@ -923,7 +1002,11 @@ mod tests {
         let c = command_checks("keep", &provider(&link, None), me);
         assert_eq!(status(&c, "symlink"), Some(Fail));
 
-        let c = command_checks("keep", &provider(&file, Some(Path::new("/usr/local/bin"))), me);
+        let c = command_checks(
+            "keep",
+            &provider(&file, Some(Path::new("/usr/local/bin"))),
+            me,
+        );
         assert_eq!(status(&c, "trusted_dirs"), Some(Fail));
         // Lexical, like OpenClaw: `..` is resolved, symlinks are not.
         let up = dir.path().join("sub/..");
@@ -932,7 +1015,11 @@ mod tests {
 
         let c = command_checks("keep", &provider(Path::new("keep"), None), me);
         assert_eq!(status(&c, "absolute"), Some(Fail));
-        let c = command_checks("keep", &json!({"source": "exec", "command": "/bin/k;rm"}), me);
+        let c = command_checks(
+            "keep",
+            &json!({"source": "exec", "command": "/bin/k;rm"}),
+            me,
+        );
         assert_eq!(status(&c, "absolute"), Some(Fail));
         let c = command_checks("keep", &provider(&dir.path().join("nope"), None), me);
         assert_eq!(status(&c, "file"), Some(Fail));
@@ -940,7 +1027,10 @@ mod tests {
 
     #[test]
     fn provider_settings_are_checked() {
-        let (c, r) = provider_checks("keep", &json!({"jsonOnly": false, "passEnv": ["VAULT_TOKEN"], "args": ["openclaw-resolver", "--config", "rel.yaml", "--timeout-ms=2500"]}));
+        let (c, r) = provider_checks(
+            "keep",
+            &json!({"jsonOnly": false, "passEnv": ["VAULT_TOKEN"], "args": ["openclaw-resolver", "--config", "rel.yaml", "--timeout-ms=2500"]}),
+        );
         let s: Vec<(&str, crate::Status)> = c.iter().map(|c| (c.id.as_str(), c.status)).collect();
         assert_eq!(
             s,

@@ -29,7 +29,10 @@ impl TestUser {
     /// is set.
     pub fn from_env() -> Option<TestUser> {
         let required = std::env::var_os("KEEP_REQUIRE_PEERS").is_some();
-        let Some(name) = std::env::var("KEEP_TEST_USER").ok().filter(|n| !n.is_empty()) else {
+        let Some(name) = std::env::var("KEEP_TEST_USER")
+            .ok()
+            .filter(|n| !n.is_empty())
+        else {
             assert!(
                 !required,
                 "KEEP_REQUIRE_PEERS is set but KEEP_TEST_USER is not: .ci/run creates the unprivileged user keep-oc (useradd --create-home keep-oc) and exports KEEP_TEST_USER=keep-oc"
@@ -54,13 +57,21 @@ impl TestUser {
         let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         let out = Command::new("id").arg("-g").arg(&name).output().unwrap();
         let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        assert_ne!(uid, 0, "KEEP_TEST_USER={name} is root; name an ordinary user");
+        assert_ne!(
+            uid, 0,
+            "KEEP_TEST_USER={name} is root; name an ordinary user"
+        );
         Some(TestUser { name, uid, gid })
     }
 
     /// `program` set up to run as this user, with a clean environment: `HOME` = `home`,
     /// `USER`, `LOGNAME`, and `PATH` = `path_prefix` (if any) before the system directories.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, home: &Path, path_prefix: Option<&Path>) -> Command {
+    pub fn command(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        home: &Path,
+        path_prefix: Option<&Path>,
+    ) -> Command {
         let mut cmd = Command::new(program);
         let path = match path_prefix {
             Some(p) => format!("{}:/usr/local/bin:/usr/bin:/bin", p.display()),

@@ -219,7 +219,10 @@ fn setup(args: SetupArgs) -> anyhow::Result<u8> {
             }
         }
     } else {
-        println!("provider: secrets.providers.{} in {shown} is current", args.provider);
+        println!(
+            "provider: secrets.providers.{} in {shown} is current",
+            args.provider
+        );
     }
     print!("{}", refs_text(&plan.agent, &args.provider));
     println!(
@@ -285,8 +288,8 @@ fn plan(args: &SetupArgs) -> anyhow::Result<Plan> {
     .map_err(|e| usage(format!("{}: {e}", config.display())))?;
 
     let exe_path = std::env::current_exe().context("cannot find the running keep binary")?;
-    let exe = std::fs::read(&exe_path)
-        .with_context(|| format!("cannot read {}", exe_path.display()))?;
+    let exe =
+        std::fs::read(&exe_path).with_context(|| format!("cannot read {}", exe_path.display()))?;
     let bin_change = binary_change(&bin, &exe, &user);
     Ok(Plan {
         user,
@@ -305,7 +308,11 @@ fn plan(args: &SetupArgs) -> anyhow::Result<Plan> {
 
 /// Who the Gateway runs as. Root setting up keep for its own Gateway is fine; root wiring a
 /// root-owned copy into an ordinary user's OpenClaw is the mistake this refuses.
-fn gateway_user(args: &SetupArgs, me: &User, explicit_config: Option<&Path>) -> anyhow::Result<User> {
+fn gateway_user(
+    args: &SetupArgs,
+    me: &User,
+    explicit_config: Option<&Path>,
+) -> anyhow::Result<User> {
     if let Some(name) = &args.user {
         let user = User::by_name(name)
             .ok_or_else(|| usage(format!("--user {name}: no such user on this host")))?;
@@ -321,7 +328,10 @@ fn gateway_user(args: &SetupArgs, me: &User, explicit_config: Option<&Path>) -> 
     }
     // Root without --user: does the Gateway look like someone else's?
     let mut hint: Option<(String, String)> = None;
-    if let Some(s) = std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty() && s != "root") {
+    if let Some(s) = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|s| !s.is_empty() && s != "root")
+    {
         hint = Some((s.clone(), format!("sudo was run by {s} (SUDO_USER)")));
     }
     let env = |k: &str| std::env::var_os(k);
@@ -329,7 +339,10 @@ fn gateway_user(args: &SetupArgs, me: &User, explicit_config: Option<&Path>) -> 
         .map(Path::to_path_buf)
         .unwrap_or_else(|| oc::config_path(env, &me.home, args.profile.as_deref()));
     if hint.is_none() {
-        for p in [Some(config.as_path()), config.parent()].into_iter().flatten() {
+        for p in [Some(config.as_path()), config.parent()]
+            .into_iter()
+            .flatten()
+        {
             if let Ok(m) = std::fs::metadata(p)
                 && m.uid() != 0
             {
@@ -350,7 +363,10 @@ fn gateway_user(args: &SetupArgs, me: &User, explicit_config: Option<&Path>) -> 
 /// The provider as setup writes it: the old one's other settings kept, the four that make
 /// keep work set.
 fn desired_provider(old: Option<&Value>, bin: &Path, agent_yaml: &Path) -> Value {
-    let mut p = old.filter(|v| v.is_object()).cloned().unwrap_or_else(|| json!({}));
+    let mut p = old
+        .filter(|v| v.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     p["source"] = json!("exec");
     p["command"] = json!(bin);
     p["args"] = json!(["openclaw-resolver", "--config", agent_yaml]);
@@ -565,7 +581,11 @@ fn config_set(cli: &Path, plan: &Plan, path: &str) -> anyhow::Result<()> {
 /// `openclaw config validate --json` after keep's own edit: the schema and the command trust
 /// checks, as OpenClaw itself runs them.
 fn validate(cli: &Path, plan: &Plan) -> anyhow::Result<()> {
-    let out = openclaw(cli, plan, &["config".into(), "validate".into(), "--json".into()])?;
+    let out = openclaw(
+        cli,
+        plan,
+        &["config".into(), "validate".into(), "--json".into()],
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report = stdout
         .find('{')
@@ -579,7 +599,13 @@ fn validate(cli: &Path, plan: &Plan) -> anyhow::Result<()> {
                 .as_array()
                 .map(|i| {
                     i.iter()
-                        .map(|x| format!("{}: {}", x["path"].as_str().unwrap_or(""), x["message"].as_str().unwrap_or("")))
+                        .map(|x| {
+                            format!(
+                                "{}: {}",
+                                x["path"].as_str().unwrap_or(""),
+                                x["message"].as_str().unwrap_or("")
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; ")
                 })
@@ -618,7 +644,11 @@ fn dry_run(plan: &Plan, through_cli: bool) -> String {
                 ""
             }
         );
-        s.push_str(&diff(plan.text.as_deref().unwrap_or(""), &plan.new_text, &plan.config));
+        s.push_str(&diff(
+            plan.text.as_deref().unwrap_or(""),
+            &plan.new_text,
+            &plan.config,
+        ));
     } else {
         let _ = writeln!(s, "provider: {} is current", plan.config.display());
     }
@@ -733,7 +763,10 @@ mod tests {
                          "trustedDirs": ["/usr/local/bin"]});
         let p = desired_provider(Some(&old), bin, yaml);
         assert_eq!(p["timeoutMs"], 3000);
-        assert_eq!(p["trustedDirs"], json!(["/usr/local/bin", "/home/u/.local/lib/keep"]));
+        assert_eq!(
+            p["trustedDirs"],
+            json!(["/usr/local/bin", "/home/u/.local/lib/keep"])
+        );
         assert_eq!(desired_provider(Some(&p), bin, yaml), p);
     }
 
@@ -748,7 +781,11 @@ mod tests {
 
     #[test]
     fn the_diff_shows_the_one_changed_region() {
-        let d = diff("{\n  a: 1,\n  b: 2,\n}\n", "{\n  a: 1,\n  b: 2,\n  c: 3\n}\n", Path::new("x.json"));
+        let d = diff(
+            "{\n  a: 1,\n  b: 2,\n}\n",
+            "{\n  a: 1,\n  b: 2,\n  c: 3\n}\n",
+            Path::new("x.json"),
+        );
         assert_eq!(
             d,
             "--- x.json\n+++ x.json\n@@ -2,3 +2,4 @@\n   a: 1,\n   b: 2,\n+  c: 3\n }\n"

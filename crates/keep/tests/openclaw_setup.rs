@@ -103,7 +103,9 @@ impl World {
         self.lab.init();
         let server = self.lab.start();
         let policy = r#"{"policy":"path \"secret/data/agents/{{cert.common_name}}/*\" { capabilities = [\"read\"] }"}"#;
-        let (code, t) = self.lab.curl("PUT", "/v1/sys/policies/acl/agents", Some(policy));
+        let (code, t) = self
+            .lab
+            .curl("PUT", "/v1/sys/policies/acl/agents", Some(policy));
         assert_eq!(code, 204, "{t}");
         let role = json!({
             "certificate": std::fs::read_to_string(&self.lab.files.intermediate_cert).unwrap(),
@@ -111,7 +113,9 @@ impl World {
             "token_policies": "agents",
         })
         .to_string();
-        let (code, t) = self.lab.curl("POST", "/v1/auth/cert/certs/agents", Some(&role));
+        let (code, t) = self
+            .lab
+            .curl("POST", "/v1/auth/cert/certs/agents", Some(&role));
         assert_eq!(code, 204, "{t}");
         self.lab
             .put_secret("agents/agent-01/llm", json!({"api_key": API_KEY}));
@@ -134,7 +138,11 @@ impl World {
     /// `keep ARGS` as the user; `with_node` puts Node 24 (and so a working `openclaw`) on PATH.
     fn keep_as_user(&self, args: &[&str], with_node: bool) -> Output {
         self.user
-            .command(KEEP, &self.home, with_node.then_some(self.node_bin.as_path()))
+            .command(
+                KEEP,
+                &self.home,
+                with_node.then_some(self.node_bin.as_path()),
+            )
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -171,7 +179,10 @@ impl World {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let all = text(&out);
-        assert!(!all.contains(API_KEY), "a value in OpenClaw's output: {all}");
+        assert!(
+            !all.contains(API_KEY),
+            "a value in OpenClaw's output: {all}"
+        );
         let report = stdout
             .find('{')
             .and_then(|i| {
@@ -187,13 +198,22 @@ impl World {
     /// `keep doctor --openclaw CONFIG --format json` as the user: (rc, every check by id).
     fn doctor(&self, config: &Path) -> (i32, Vec<Value>, String) {
         let out = self.keep_as_user(
-            &["doctor", "--openclaw", config.to_str().unwrap(), "--format", "json"],
+            &[
+                "doctor",
+                "--openclaw",
+                config.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
             false,
         );
         let all = text(&out);
-        assert!(!all.contains(API_KEY), "a value in the doctor's output: {all}");
-        let tree: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("not JSON: {all}"));
+        assert!(
+            !all.contains(API_KEY),
+            "a value in the doctor's output: {all}"
+        );
+        let tree: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {all}"));
         let mut flat = Vec::new();
         fn walk(v: &Value, out: &mut Vec<Value>) {
             for c in v.as_array().into_iter().flatten() {
@@ -238,12 +258,16 @@ fn setup_as_the_gateway_user_makes_openclaws_audit_clean_idempotent_and_upgradab
     let cli = w.cli.to_str().unwrap();
 
     // No comments in the file, the CLI given: OpenClaw's own writer.
-    let out = w.keep_as_user(&["openclaw", "setup", "--config", yaml, "--openclaw", cli], true);
+    let out = w.keep_as_user(
+        &["openclaw", "setup", "--config", yaml, "--openclaw", cli],
+        true,
+    );
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("by `openclaw config set`"), "{stdout}");
     assert!(
-        stdout.contains(r#"{"id":"agents/agent-01/llm#api_key","provider":"keep","source":"exec"}"#),
+        stdout
+            .contains(r#"{"id":"agents/agent-01/llm#api_key","provider":"keep","source":"exec"}"#),
         "{stdout}"
     );
     let bin = w.home.join(".local/lib/keep/keep");
@@ -277,27 +301,52 @@ fn setup_as_the_gateway_user_makes_openclaws_audit_clean_idempotent_and_upgradab
 
     // A second run changes nothing.
     let before = (std::fs::read(&config).unwrap(), m.mtime(), m.ino());
-    let out = w.keep_as_user(&["openclaw", "setup", "--config", yaml, "--openclaw", cli], true);
+    let out = w.keep_as_user(
+        &["openclaw", "setup", "--config", yaml, "--openclaw", cli],
+        true,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already set up"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already set up"),
+        "{}",
+        text(&out)
+    );
     let m2 = std::fs::metadata(&bin).unwrap();
-    assert_eq!(before, (std::fs::read(&config).unwrap(), m2.mtime(), m2.ino()));
+    assert_eq!(
+        before,
+        (std::fs::read(&config).unwrap(), m2.mtime(), m2.ino())
+    );
 
     // An older keep in place (what an upgrade leaves behind): replaced by this one.
     std::fs::write(&bin, b"old keep").unwrap();
-    let out = w.keep_as_user(&["openclaw", "setup", "--config", yaml, "--edit-file"], false);
+    let out = w.keep_as_user(
+        &["openclaw", "setup", "--config", yaml, "--edit-file"],
+        false,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("upgraded"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("upgraded"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(KEEP).unwrap());
 
     // A missing secret: OpenClaw reports NOT_FOUND; the doctor names the JSON path.
     let mut missing = written.clone();
-    missing["models"]["providers"]["openai"]["apiKey"]["id"] = json!("agents/agent-01/missing#api_key");
+    missing["models"]["providers"]["openai"]["apiKey"]["id"] =
+        json!("agents/agent-01/missing#api_key");
     let missing_path = w.root.join("missing.json");
     w.write_config(&missing_path, &missing.to_string());
     let (rc, report, all) = w.audit(&missing_path);
-    assert_eq!((rc, report["status"].as_str()), (2, Some("unresolved")), "{all}");
-    assert!(all.contains("NOT_FOUND") && all.contains("REF_UNRESOLVED"), "{all}");
+    assert_eq!(
+        (rc, report["status"].as_str()),
+        (2, Some("unresolved")),
+        "{all}"
+    );
+    assert!(
+        all.contains("NOT_FOUND") && all.contains("REF_UNRESOLVED"),
+        "{all}"
+    );
     let (rc, checks, all) = w.doctor(&missing_path);
     assert_eq!(rc, 1, "{all}");
     let c = check(&checks, "openclaw.keep.ref.models.providers.openai.apiKey");
@@ -318,7 +367,18 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
     let cfg = config.to_str().unwrap();
     let bin_dir_s = bin_dir.to_str().unwrap();
     let cli = w.cli.to_str().unwrap();
-    let base = ["openclaw", "setup", "--config", yaml, "--openclaw-config", cfg, "--bin-dir", bin_dir_s, "--openclaw", cli];
+    let base = [
+        "openclaw",
+        "setup",
+        "--config",
+        yaml,
+        "--openclaw-config",
+        cfg,
+        "--bin-dir",
+        bin_dir_s,
+        "--openclaw",
+        cli,
+    ];
 
     // Root, no --user, the config owned by keep-oc: refused, nothing written.
     let out = w.keep_as_root(&base, &[]);
@@ -329,11 +389,24 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
     // Through sudo, for a config that does not exist yet: SUDO_USER tells.
     let fresh = w.root.join("fresh/openclaw.json");
     let out = w.keep_as_root(
-        &["openclaw", "setup", "--config", yaml, "--openclaw-config", fresh.to_str().unwrap(), "--bin-dir", bin_dir_s],
+        &[
+            "openclaw",
+            "setup",
+            "--config",
+            yaml,
+            "--openclaw-config",
+            fresh.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir_s,
+        ],
         &[("SUDO_USER", &w.user.name)],
     );
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SUDO_USER"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SUDO_USER"),
+        "{}",
+        text(&out)
+    );
     assert!(!bin_dir.exists() && !fresh.exists());
     assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
 
@@ -344,14 +417,22 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("nothing was written"), "{stdout}");
     assert!(stdout.contains("would be installed"), "{stdout}");
-    assert!(stdout.contains("+  \"secrets\": {") && stdout.contains("+          \"openclaw-resolver\","), "{stdout}");
+    assert!(
+        stdout.contains("+  \"secrets\": {")
+            && stdout.contains("+          \"openclaw-resolver\","),
+        "{stdout}"
+    );
     assert!(!bin_dir.exists());
     assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
 
     // With --user: done for keep-oc, comments kept (keep edits the file, OpenClaw validates).
     let out = w.keep_as_root(&[&base[..], &user[..]].concat(), &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("has comments"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has comments"),
+        "{}",
+        text(&out)
+    );
     let new = std::fs::read_to_string(&config).unwrap();
     for line in original.lines().filter(|l| l.trim() != "}") {
         assert!(new.contains(line), "lost {line:?}:\n{new}");
@@ -359,7 +440,12 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
     let backup = w.home.join(".openclaw/openclaw.json.keep-backup");
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
     for p in [&config, &backup, &bin_dir, &bin_dir.join("keep")] {
-        assert_eq!(std::fs::metadata(p).unwrap().uid(), w.user.uid, "{}", p.display());
+        assert_eq!(
+            std::fs::metadata(p).unwrap().uid(),
+            w.user.uid,
+            "{}",
+            p.display()
+        );
     }
     assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o777, 0o600);
     let (rc, report, all) = w.audit(&config);
@@ -367,7 +453,11 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
 
     // And again as root: nothing to do.
     let out = w.keep_as_root(&[&base[..], &user[..]].concat(), &[]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already set up"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already set up"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), new);
 }
 
@@ -379,10 +469,18 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
     let config = w.default_config();
     let out = w.keep_as_user(&["openclaw", "setup", "--config", yaml], false);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("written to the new file"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("written to the new file"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o777, 0o600);
     let good: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    let bin = PathBuf::from(good["secrets"]["providers"]["keep"]["command"].as_str().unwrap());
+    let bin = PathBuf::from(
+        good["secrets"]["providers"]["keep"]["command"]
+            .as_str()
+            .unwrap(),
+    );
 
     // Four commands OpenClaw refuses, each with the check the doctor must name and the
     // words of OpenClaw's own refusal.
@@ -402,10 +500,28 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
     w.user.give_tree(&gw);
 
     let cases: [(&str, &Path, Option<&str>, &str, &str); 4] = [
-        ("root-owned", &root_owned, None, "owner", "must be owned by the current user"),
+        (
+            "root-owned",
+            &root_owned,
+            None,
+            "owner",
+            "must be owned by the current user",
+        ),
         ("symlink", &link, None, "symlink", "must not be a symlink"),
-        ("group-writable", &group_writable, None, "permissions", "permissions are too open"),
-        ("outside trustedDirs", &bin, Some("/usr/local/bin"), "trusted_dirs", "is outside trustedDirs"),
+        (
+            "group-writable",
+            &group_writable,
+            None,
+            "permissions",
+            "permissions are too open",
+        ),
+        (
+            "outside trustedDirs",
+            &bin,
+            Some("/usr/local/bin"),
+            "trusted_dirs",
+            "is outside trustedDirs",
+        ),
     ];
     for (name, command, trusted, failing, openclaw_says) in cases {
         let mut v = good.clone();
@@ -431,7 +547,11 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
             .filter(|c| c["status"] == "fail" && c["children"].as_array().is_none_or(Vec::is_empty))
             .map(|c| c["id"].as_str().unwrap())
             .collect();
-        assert_eq!(fails, [format!("openclaw.keep.command.{failing}")], "{name}: only that check fails: {all}");
+        assert_eq!(
+            fails,
+            [format!("openclaw.keep.command.{failing}")],
+            "{name}: only that check fails: {all}"
+        );
         assert_eq!(
             check(&checks, "openclaw.keep.ref.models.providers.openai.apiKey")["status"],
             "skip",
@@ -439,7 +559,11 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
         );
         // OpenClaw itself refuses the same command, for the same reason.
         let (rc, report, all) = w.audit(&path);
-        assert_eq!((rc, report["status"].as_str()), (2, Some("unresolved")), "{name}: {all}");
+        assert_eq!(
+            (rc, report["status"].as_str()),
+            (2, Some("unresolved")),
+            "{name}: {all}"
+        );
         assert!(all.contains(openclaw_says), "{name}: OpenClaw said: {all}");
     }
 }
