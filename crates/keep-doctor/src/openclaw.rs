@@ -827,7 +827,7 @@ pub fn diagnose(path: &Path, _opts: &Options) -> Check {
             Check::ok(
                 &tid,
                 "timeoutMs",
-                format!("the resolver answered {} in {ms} ms (timeoutMs {timeout_ms})", if probe { "a probe id".to_owned() } else { format!("{} ids", ids.len()) }),
+                format!("the resolver answered {} in {ms} ms (timeoutMs {timeout_ms})", if probe { "a probe id".to_owned() } else { format!("{} id{}", ids.len(), if ids.len() == 1 { "" } else { "s" }) }),
             )
         });
         for r in &mine {

@@ -487,7 +487,8 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
     let rootdir = w.root.join("rootbin");
     std::fs::create_dir(&rootdir).unwrap();
     let root_owned = rootdir.join("keep");
-    std::fs::copy(KEEP, &root_owned).unwrap();
+    // Neither OpenClaw nor the doctor runs a command that fails a check: a stub will do.
+    std::fs::write(&root_owned, b"#!/bin/sh\nexit 1\n").unwrap();
     std::fs::set_permissions(&root_owned, std::fs::Permissions::from_mode(0o755)).unwrap();
     let link = w.root.join("keep-link");
     std::os::unix::fs::symlink(&bin, &link).unwrap();
@@ -495,7 +496,7 @@ fn doctor_names_the_check_openclaw_fails_for_each_unsafe_command() {
     let gw = w.root.join("gw");
     std::fs::create_dir(&gw).unwrap();
     let group_writable = gw.join("keep");
-    std::fs::copy(KEEP, &group_writable).unwrap();
+    std::fs::write(&group_writable, b"#!/bin/sh\nexit 1\n").unwrap();
     std::fs::set_permissions(&group_writable, std::fs::Permissions::from_mode(0o775)).unwrap();
     w.user.give_tree(&gw);
 
