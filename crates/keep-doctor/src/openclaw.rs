@@ -538,7 +538,7 @@ fn provider_checks(alias: &str, provider: &Value) -> (Vec<Check>, ResolverArgs) 
             &id("args"),
             "args",
             "no --config AGENT_YAML after openclaw-resolver",
-            "re-run `keep openclaw-setup --config AGENT_YAML`, or add \"--config\", \"/abs/agent.yaml\" to args",
+            "re-run `keep openclaw setup --config AGENT_YAML`, or add \"--config\", \"/abs/agent.yaml\" to args",
         ),
         Some(c) if !Path::new(&c).is_absolute() => Check::fail(
             &id("args"),
