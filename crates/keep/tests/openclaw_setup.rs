@@ -451,6 +451,20 @@ fn root_is_refused_without_user_and_with_it_works_for_the_user_keeping_comments(
     let (rc, report, all) = w.audit(&config);
     assert_eq!((rc, report["status"].as_str()), (0, Some("clean")), "{all}");
 
+    // The doctor run by root takes the config's owner as the Gateway user and runs the
+    // resolver as that user.
+    let out = w.keep_as_root(&["doctor", "--openclaw", cfg, "--format", "json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        all.contains(&format!(
+            "the Gateway user is {} (uid {})",
+            w.user.name, w.user.uid
+        )),
+        "{all}"
+    );
+    assert!(!all.contains(API_KEY), "{all}");
+
     // And again as root: nothing to do.
     let out = w.keep_as_root(&[&base[..], &user[..]].concat(), &[]);
     assert!(
