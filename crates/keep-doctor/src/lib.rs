@@ -20,6 +20,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod json5;
+pub mod openclaw;
 pub mod report;
 #[cfg(feature = "server")]
 pub mod server;

@@ -35,6 +35,8 @@
 
 /// A real keep server for end-to-end tests.
 pub mod lab;
+/// Running commands as an unprivileged user.
+pub mod unprivileged;
 
 use std::fmt;
 use std::fs;

@@ -11,7 +11,7 @@ use crate::exit::usage;
 /// Arguments of `keep doctor`.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(ArgGroup::new("what").required(true).multiple(true).args(["config", "server"])),
+    group(ArgGroup::new("what").required(true).multiple(true).args(["config", "server", "openclaw"])),
     verbatim_doc_comment
 )]
 pub struct Args {
@@ -24,6 +24,12 @@ pub struct Args {
     /// policies (read-only).
     #[arg(long, value_name = "SERVER_YAML")]
     server: Option<PathBuf>,
+    /// OpenClaw's config (openclaw.json, JSON5) to diagnose: each keep exec provider against
+    /// OpenClaw's command checks, its timeoutMs against the measured resolver time, and every
+    /// keep SecretRef in it. Without a value: the config OpenClaw reads (OPENCLAW_CONFIG_PATH,
+    /// else ~/.openclaw/openclaw.json).
+    #[arg(long, value_name = "OPENCLAW_JSON", num_args = 0..=1)]
+    openclaw: Option<Option<PathBuf>>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -69,6 +75,18 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "--server {}: this keep is the agent-side build, without the server checks; run the full keep where the server runs",
             p.display()
         )));
+    }
+    if let Some(p) = &args.openclaw {
+        let path = match p {
+            Some(p) => p.clone(),
+            None => {
+                let me = keep_doctor::openclaw::User::current();
+                keep_doctor::openclaw::config_path(|k| std::env::var_os(k), &me.home, None)
+            }
+        };
+        report
+            .checks
+            .push(keep_doctor::openclaw::diagnose(&path, &opts));
     }
     let text = match args.format {
         Format::Text => {

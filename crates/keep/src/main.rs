@@ -20,6 +20,7 @@ mod kv;
 mod logging;
 mod login;
 mod openclaw;
+mod openclaw_setup;
 mod password;
 mod policy;
 #[cfg(feature = "server")]
@@ -99,7 +100,19 @@ enum Command {
     /// min_version and cipher suites, no root CA key next to the config, storage and audit
     /// paths writable, and, when the storage can be unsealed with the configured key file
     /// (read-only), roles without name constraints and policies that give agents more than
-    /// read on secrets. Both flags may be given.
+    /// read on secrets.
+    ///
+    /// keep doctor --openclaw [OPENCLAW_JSON] checks OpenClaw's side of the exec provider, as
+    /// the Gateway user (you; as root, the owner of the config): for each provider that runs
+    /// `keep openclaw-resolver`, OpenClaw's own command checks (absolute path, a file, not a
+    /// symlink, inside trustedDirs, not group/world-writable, owned by the Gateway user),
+    /// jsonOnly, passEnv and args; then it runs the resolver as OpenClaw would, compares its
+    /// time with the provider's timeoutMs, and reports every keep SecretRef in the config that
+    /// does not resolve (NOT_FOUND, denied, server down) by its JSON path, e.g.
+    /// models.providers.openai.apiKey. Without a path it reads the config OpenClaw reads
+    /// (OPENCLAW_CONFIG_PATH, else ~/.openclaw/openclaw.json).
+    ///
+    /// The flags may be combined.
     ///
     /// Each line is one check: [ok], [warn], [fail] or [skip] (skipped because something it
     /// needs failed first: fix the first [fail] and run it again). A problem has a "fix:" line
@@ -112,8 +125,12 @@ enum Command {
     ///   keep doctor --config /etc/keep/agent.yaml
     ///
     ///   keep doctor --server /etc/keep/keep-server.yaml --format json
+    ///
+    ///   keep doctor --openclaw
     #[command(verbatim_doc_comment)]
     Doctor(Box<doctor::Args>),
+    /// Wire keep into OpenClaw: keep openclaw setup --config agent.yaml (docs/openclaw.md).
+    Openclaw(Box<openclaw_setup::Args>),
     /// OpenClaw's exec SecretRef provider: answers `{"protocolVersion":1,"ids":[…]}` on stdin
     /// from the vault (see docs/openclaw.md).
     OpenclawResolver(Box<openclaw::Args>),
@@ -151,6 +168,7 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(*args),
         Command::Agent(args) => agent::run(*args),
         Command::Doctor(args) => doctor::run(*args),
+        Command::Openclaw(args) => openclaw_setup::run(*args),
         Command::OpenclawResolver(args) => openclaw::run(*args),
     };
     match result {
