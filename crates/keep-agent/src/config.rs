@@ -1637,7 +1637,7 @@ mod tests {
                 with("  listen: 0.0.0.0:8100\n  token_file: t\n"),
                 vec![
                     "proxy.listen",
-                    "line 10",
+                    "line 13",
                     "not a loopback address",
                     "127.0.0.1:8100",
                 ],
@@ -1645,14 +1645,14 @@ mod tests {
             (
                 "port 0",
                 with("  listen: 127.0.0.1:0\n  token_file: t\n"),
-                vec!["proxy.listen", "line 10", "fixed one"],
+                vec!["proxy.listen", "line 13", "fixed one"],
             ),
             (
                 "garbage",
                 with("  listen: here\n  token_file: t\n"),
                 vec![
                     "proxy.listen",
-                    "line 10",
+                    "line 13",
                     "127.0.0.1:8100 or /run/keep/agent.sock",
                 ],
             ),
@@ -1664,7 +1664,7 @@ mod tests {
             (
                 "token file without tcp",
                 with("  socket: /run/keep/a.sock\n  token_file: t\n"),
-                vec!["proxy.token_file", "line 11", "only used with a TCP"],
+                vec!["proxy.token_file", "line 14", "only used with a TCP"],
             ),
             (
                 "two sockets",
@@ -1679,7 +1679,7 @@ mod tests {
             (
                 "unknown owner",
                 with("  socket: /run/a.sock\n  owner: no-such-user-keep-test\n"),
-                vec!["proxy.owner", "line 11", "no-such-user-keep-test"],
+                vec!["proxy.owner", "line 14", "no-such-user-keep-test"],
             ),
             (
                 "typo",

@@ -219,10 +219,17 @@ pub fn route(
         ))
     };
     match (kind, list) {
-        ("metadata", true) => Ok(Route::Read {
-            path: format!("{mount}/metadata/{}", tail.trim_end_matches('/')) + "/",
-            query: Some("list=true".into()),
-        }),
+        ("metadata", true) => {
+            let folder = tail.trim_end_matches('/');
+            Ok(Route::Read {
+                path: if folder.is_empty() {
+                    format!("{mount}/metadata/")
+                } else {
+                    format!("{mount}/metadata/{folder}/")
+                },
+                query: Some("list=true".into()),
+            })
+        }
         ("data", true) => Err(read_only("LIST works on MOUNT/metadata/")),
         (_, false) if !reading => Err(read_only("GET and LIST only")),
         (_, false) if tail.is_empty() || tail.ends_with('/') => Err(not_found()),
