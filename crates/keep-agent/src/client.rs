@@ -731,6 +731,32 @@ impl VaultClient {
             .await
     }
 
+    /// `GET /v1/{path}[?{query}]` with this client's token, relayed as is: the status and the
+    /// raw body whatever the status (a 404 or a sealed server's 503 included). `path` must
+    /// already be percent-encoded and checked by the caller (`keep agent`'s loopback proxy,
+    /// which relays Vault's answers byte for byte); transport failures are errors as elsewhere.
+    pub async fn forward_get(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let mut url = self.base.clone();
+        url.set_path(&format!("/v1/{path}"));
+        url.set_query(query.filter(|q| !q.is_empty()));
+        let mut req = self.http.get(url);
+        if let Some(token) = &self.token {
+            let mut v = HeaderValue::from_str(token.expose_secret())
+                .map_err(|_| ClientError::InvalidToken)?;
+            v.set_sensitive(true);
+            req = req.header(TOKEN_HEADER, v);
+        }
+        let resp = req.send().await.map_err(|e| self.classify(&e))?;
+        self.answered.store(true, Ordering::Relaxed);
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| self.classify(&e))?;
+        Ok((status, body.to_vec()))
+    }
+
     /// Sends one request to `/v1/{path}` and turns the answer into an [`ApiResponse`] or a
     /// [`ClientError`].
     async fn call(

@@ -101,6 +101,7 @@ struct RawConfig {
     secrets: Option<Vec<RawSecret>>,
     renew: Option<RawRenew>,
     poll_interval: Option<Spanned<String>>,
+    proxy: Option<RawProxy>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +147,15 @@ struct RawFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Option<Spanned<String>>,
+    socket: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRenew {
     enabled: Option<bool>,
     at: Option<Spanned<String>>,
@@ -169,6 +179,8 @@ pub struct AgentConfig {
     /// How often the sidecar and `exec` check each secret's version (`poll_interval`,
     /// default [`DEFAULT_POLL_INTERVAL`]; `--once` ignores it).
     pub poll_interval: std::time::Duration,
+    /// The loopback Vault API the sidecar serves (`proxy`; see [`crate::proxy`]).
+    pub proxy: Option<ProxyConfig>,
     /// Things that work but deserve attention (already logged with `tracing::warn!`).
     pub warnings: Vec<String>,
 }
@@ -268,6 +280,24 @@ impl SecretSpec {
     pub fn display(&self) -> String {
         format!("{}/{}", self.mount, self.path)
     }
+}
+
+/// `proxy`: where the sidecar serves its loopback Vault API and how callers prove they may
+/// use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// A loopback TCP address (plain HTTP, for clients that cannot use a unix socket, such as
+    /// OpenClaw's bundled Vault plugin). Callers must present the local token.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A unix socket; its file permissions (mode 0600, owned by `owner`) are what admits a
+    /// caller, so no token is needed on it. `keep openclaw-resolver` uses it when present.
+    pub socket: Option<PathBuf>,
+    /// Where the agent writes the random local token (mode 0600) that TCP callers present as
+    /// `X-Vault-Token`. Required with `listen`.
+    pub token_file: Option<PathBuf>,
+    /// The uid that owns the token file and the socket (default: the agent's own user), so a
+    /// Gateway running as another user can read the one and connect to the other.
+    pub owner: Option<u32>,
 }
 
 /// `renew`.
@@ -534,6 +564,10 @@ impl Validator {
                     )
                 })?,
         };
+        let proxy = match raw.proxy {
+            None => None,
+            Some(p) => Some(self.proxy(p)?),
+        };
         Ok(AgentConfig {
             path: self.file.clone(),
             connection: Connection {
@@ -544,8 +578,121 @@ impl Validator {
             secrets,
             renew,
             poll_interval,
+            proxy,
             warnings: self.warnings,
         })
+    }
+
+    /// `proxy`: a loopback TCP address and/or a unix socket, the token file TCP needs, and
+    /// the owner of both files.
+    fn proxy(&self, p: RawProxy) -> Result<ProxyConfig, ConfigError> {
+        let mut listen = None;
+        let mut socket = match &p.socket {
+            Some(s) => Some(self.path(s, "proxy.socket")?),
+            None => None,
+        };
+        if let Some(l) = &p.listen {
+            let line = l.defined.line();
+            let text = l.value.trim();
+            // A path (it has a '/'; an address never does) names a unix socket, as in
+            // `listen: /run/keep/agent.sock`.
+            if text.contains('/') {
+                if socket.is_some() {
+                    return Err(self.field(
+                        line,
+                        "proxy.listen",
+                        "names a unix socket and `proxy.socket` names another; give one socket (and, for TCP, listen: 127.0.0.1:PORT)",
+                    ));
+                }
+                socket = Some(self.path(l, "proxy.listen")?);
+            } else {
+                listen = Some(self.loopback(text, line)?);
+            }
+        }
+        if listen.is_none() && socket.is_none() {
+            return Err(self.missing(
+                "proxy.listen",
+                "give a loopback address (listen: 127.0.0.1:8100) or a unix socket (socket: /run/keep/agent.sock)",
+            ));
+        }
+        let token_file = match &p.token_file {
+            Some(t) if listen.is_none() => {
+                return Err(self.field(
+                    t.defined.line(),
+                    "proxy.token_file",
+                    "is only used with a TCP `proxy.listen` (the socket's file permissions admit callers); remove it, or add listen: 127.0.0.1:PORT",
+                ));
+            }
+            Some(t) => Some(self.path(t, "proxy.token_file")?),
+            None if listen.is_some() => {
+                return Err(self.missing(
+                    "proxy.token_file",
+                    "TCP callers must present a local token; name the file keep agent writes it to (mode 0600), e.g. token_file: /run/keep/proxy-token",
+                ));
+            }
+            None => None,
+        };
+        if let (Some(t), Some(s)) = (&token_file, &socket)
+            && t == s
+        {
+            return Err(self.field(
+                0,
+                "proxy.token_file",
+                format!(
+                    "{} is also the socket; give the token its own file",
+                    t.display()
+                ),
+            ));
+        }
+        let owner = match &p.owner {
+            None => None,
+            Some(o) => Some(
+                crate::sink::resolve_owner(&o.value)
+                    .map_err(|e| self.field(o.defined.line(), "proxy.owner", e))?,
+            ),
+        };
+        Ok(ProxyConfig {
+            listen,
+            socket,
+            token_file,
+            owner,
+        })
+    }
+
+    /// `proxy.listen` as a TCP address: the API is plain HTTP, so only a loopback address is
+    /// accepted (`localhost` means 127.0.0.1), with a fixed port clients can be told.
+    fn loopback(&self, text: &str, line: u64) -> Result<std::net::SocketAddr, ConfigError> {
+        let spelled = match text.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => text.to_owned(),
+        };
+        let addr: std::net::SocketAddr = spelled.parse().map_err(|_| {
+            self.field(
+                line,
+                "proxy.listen",
+                format!(
+                    "{text:?} is neither an address nor a socket path; write e.g. 127.0.0.1:8100 or /run/keep/agent.sock"
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.field(
+                line,
+                "proxy.listen",
+                format!(
+                    "{text:?} is not a loopback address: the proxy speaks plain HTTP and must not be reachable from the network; write 127.0.0.1:{}",
+                    addr.port()
+                ),
+            ));
+        }
+        if addr.port() == 0 {
+            return Err(self.field(
+                line,
+                "proxy.listen",
+                "port 0 would pick a random port no client knows; give a fixed one, e.g. 127.0.0.1:8100",
+            ));
+        }
+        Ok(addr)
     }
 
     /// `${VAR}` expansion, then resolution against the config's directory.
@@ -1452,6 +1599,99 @@ mod tests {
             ("rw", None),
         ] {
             assert_eq!(parse_mode(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn proxy_section_is_validated_with_field_line_and_fix() {
+        let s = setup();
+        let with = |proxy: &str| format!("{}proxy:\n{proxy}", conn(FILES));
+        let ok = load(
+            &s,
+            &with("  listen: 127.0.0.1:8100\n  socket: agent.sock\n  token_file: token\n  owner: root\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.proxy,
+            Some(ProxyConfig {
+                listen: Some("127.0.0.1:8100".parse().unwrap()),
+                socket: Some(s.dir.join("agent.sock")),
+                token_file: Some(s.dir.join("token")),
+                owner: Some(0),
+            })
+        );
+        // A path in `listen` is a socket; `localhost` is 127.0.0.1.
+        let sock = load(&s, &with("  listen: /run/keep/agent.sock\n")).unwrap();
+        assert_eq!(
+            sock.proxy.unwrap().socket.as_deref(),
+            Some(Path::new("/run/keep/agent.sock"))
+        );
+        let local = load(&s, &with("  listen: localhost:8100\n  token_file: t\n")).unwrap();
+        assert_eq!(
+            local.proxy.unwrap().listen,
+            Some("127.0.0.1:8100".parse().unwrap())
+        );
+        let cases: Vec<(&str, String, Vec<&str>)> = vec![
+            (
+                "not loopback",
+                with("  listen: 0.0.0.0:8100\n  token_file: t\n"),
+                vec![
+                    "proxy.listen",
+                    "line 13",
+                    "not a loopback address",
+                    "127.0.0.1:8100",
+                ],
+            ),
+            (
+                "port 0",
+                with("  listen: 127.0.0.1:0\n  token_file: t\n"),
+                vec!["proxy.listen", "line 13", "fixed one"],
+            ),
+            (
+                "garbage",
+                with("  listen: here\n  token_file: t\n"),
+                vec![
+                    "proxy.listen",
+                    "line 13",
+                    "127.0.0.1:8100 or /run/keep/agent.sock",
+                ],
+            ),
+            (
+                "tcp without token file",
+                with("  listen: 127.0.0.1:8100\n"),
+                vec!["proxy.token_file", "required", "mode 0600"],
+            ),
+            (
+                "token file without tcp",
+                with("  socket: /run/keep/a.sock\n  token_file: t\n"),
+                vec!["proxy.token_file", "line 14", "only used with a TCP"],
+            ),
+            (
+                "two sockets",
+                with("  listen: /run/a.sock\n  socket: /run/b.sock\n"),
+                vec!["proxy.listen", "give one socket"],
+            ),
+            (
+                "nothing to listen on",
+                with("  owner: root\n"),
+                vec!["proxy.listen", "required"],
+            ),
+            (
+                "unknown owner",
+                with("  socket: /run/a.sock\n  owner: no-such-user-keep-test\n"),
+                vec!["proxy.owner", "line 14", "no-such-user-keep-test"],
+            ),
+            (
+                "typo",
+                with("  socket: /run/a.sock\n  tokn_file: t\n"),
+                vec!["tokn_file"],
+            ),
+        ];
+        for (name, yaml, wants) in cases {
+            let e = load(&s, &yaml).unwrap_err().to_string();
+            for w in wants {
+                assert!(e.contains(w), "{name}: {w:?} not in {e}");
+            }
         }
     }
 }

@@ -11,12 +11,15 @@
 //! - [`sidecar`], `keep agent`'s loop that keeps the files current (polling, backoff with
 //!   jitter, token renewal and re-login);
 //! - [`exec`], `keep agent exec`: a command run with its secrets in its environment;
+//! - [`proxy`], the sidecar's loopback Vault API (`proxy:`) for token-only Vault clients, and
+//!   the client `keep openclaw-resolver` uses to ask a running sidecar;
 //! - [`resolver`], the OpenClaw `exec` SecretRef provider protocol (`keep openclaw-resolver`).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
 pub mod exec;
+pub mod proxy;
 pub mod renew;
 pub mod resolver;
 pub mod sidecar;

@@ -273,19 +273,16 @@ pub struct Resolver {
 /// What one path's read gave.
 type Read = Result<serde_json::Map<String, Value>, IdError>;
 
-/// Resolves `ids`, giving up on whatever is unanswered when `deadline` completes. Returns the
-/// response and, when the login succeeded, the logged-in client (so the caller can revoke
-/// the token after answering).
-pub async fn resolve(
-    resolver: Resolver,
-    ids: &[String],
-    deadline: impl Future<Output = ()>,
-) -> (Response, Option<VaultClient>) {
-    let mut deadline = pin!(deadline);
-    let mut response = Response::new();
+/// The ids of a request that parse, each with its parsed form, and the distinct paths they
+/// need; malformed ids already have their error in the response.
+struct Wanted<'a> {
+    ids: Vec<(&'a String, SecretId)>,
+    paths: Vec<String>,
+}
 
-    // Parse every id first: malformed ones cost no request. A set keeps duplicate detection
-    // linear for large batches.
+/// Parses every id first: malformed ones cost no request. A set keeps duplicate detection
+/// linear for large batches.
+fn wanted<'a>(ids: &'a [String], response: &mut Response) -> Wanted<'a> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut wanted: Vec<(&String, SecretId)> = Vec::new();
     for id in ids {
@@ -299,46 +296,22 @@ pub async fn resolve(
             }
         }
     }
-    if wanted.is_empty() {
-        return (response, None);
-    }
     let mut paths: Vec<String> = wanted.iter().map(|(_, s)| s.path.clone()).collect();
     paths.sort();
     paths.dedup();
+    Wanted { ids: wanted, paths }
+}
 
-    let Resolver {
-        client,
-        role,
-        mount,
-    } = resolver;
-    let login = match race(client.login(role.as_deref()), deadline.as_mut()).await {
-        Some(Ok(login)) => login,
-        Some(Err(e)) => {
-            let err = login_error(&e);
-            for (id, _) in wanted {
-                response.errors.insert(id.clone(), err.clone());
-            }
-            return (response, None);
-        }
-        None => {
-            let err = IdError::new(
-                ErrorCode::Unavailable,
-                "the vault did not answer the login in time",
-            );
-            for (id, _) in wanted {
-                response.errors.insert(id.clone(), err.clone());
-            }
-            return (response, None);
-        }
-    };
-    let client = client.with_token(Some(login.token));
-    tracing::debug!(paths = paths.len(), "logged in; reading");
-
-    let reads = read_all(&client, &mount, &paths, deadline.as_mut()).await;
-    tracing::debug!(read = reads.len(), of = paths.len(), "reads done");
-    for (id, sid) in wanted {
+/// Gives every wanted id its value or error from the reads.
+fn answer_from(
+    response: &mut Response,
+    mount: &str,
+    ids: Vec<(&String, SecretId)>,
+    reads: &HashMap<&str, Read>,
+) {
+    for (id, sid) in ids {
         let outcome = match reads.get(sid.path.as_str()) {
-            Some(Ok(data)) => pick(&mount, &sid, data),
+            Some(Ok(data)) => pick(mount, &sid, data),
             Some(Err(e)) => Err(e.clone()),
             None => Err(IdError::new(
                 ErrorCode::Unavailable,
@@ -354,7 +327,93 @@ pub async fn resolve(
             }
         }
     }
+}
+
+/// Resolves `ids`, giving up on whatever is unanswered when `deadline` completes. Returns the
+/// response and, when the login succeeded, the logged-in client (so the caller can revoke
+/// the token after answering).
+pub async fn resolve(
+    resolver: Resolver,
+    ids: &[String],
+    deadline: impl Future<Output = ()>,
+) -> (Response, Option<VaultClient>) {
+    let mut deadline = pin!(deadline);
+    let mut response = Response::new();
+    let wanted = wanted(ids, &mut response);
+    if wanted.ids.is_empty() {
+        return (response, None);
+    }
+
+    let Resolver {
+        client,
+        role,
+        mount,
+    } = resolver;
+    let login = match race(client.login(role.as_deref()), deadline.as_mut()).await {
+        Some(Ok(login)) => login,
+        Some(Err(e)) => {
+            let err = login_error(&e);
+            for (id, _) in wanted.ids {
+                response.errors.insert(id.clone(), err.clone());
+            }
+            return (response, None);
+        }
+        None => {
+            let err = IdError::new(
+                ErrorCode::Unavailable,
+                "the vault did not answer the login in time",
+            );
+            for (id, _) in wanted.ids {
+                response.errors.insert(id.clone(), err.clone());
+            }
+            return (response, None);
+        }
+    };
+    let client = client.with_token(Some(login.token));
+    tracing::debug!(paths = wanted.paths.len(), "logged in; reading");
+
+    let reads = read_all(
+        &mount,
+        &wanted.paths,
+        |p| Box::pin(client.kv_read(&mount, p, None)),
+        deadline.as_mut(),
+    )
+    .await;
+    tracing::debug!(read = reads.len(), of = wanted.paths.len(), "reads done");
+    answer_from(&mut response, &mount, wanted.ids, &reads);
     (response, Some(client))
+}
+
+/// Resolves `ids` through a running `keep agent` sidecar (its unix socket): no TLS handshake
+/// and no login here; the sidecar answers from the server over its own connection, or from
+/// memory while the server is unreachable. Unanswered ids get [`ErrorCode::Unavailable`]
+/// when `deadline` completes.
+pub async fn resolve_local(
+    local: &crate::proxy::LocalClient,
+    mount: &str,
+    ids: &[String],
+    deadline: impl Future<Output = ()>,
+) -> Response {
+    let mut deadline = pin!(deadline);
+    let mut response = Response::new();
+    let wanted = wanted(ids, &mut response);
+    if wanted.ids.is_empty() {
+        return response;
+    }
+    let reads = read_all(
+        mount,
+        &wanted.paths,
+        |p| Box::pin(local.kv_read(mount, p)),
+        deadline.as_mut(),
+    )
+    .await;
+    tracing::debug!(
+        read = reads.len(),
+        of = wanted.paths.len(),
+        "reads through the sidecar done"
+    );
+    answer_from(&mut response, mount, wanted.ids, &reads);
+    response
 }
 
 /// The value an id names inside a fetched secret.
@@ -422,15 +481,17 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Reads every path, at most [`MAX_CONCURRENT_READS`] at a time, until all are done or the
-/// deadline completes; paths unread by then are absent from the result.
+/// One read in flight.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<ApiResponse, ClientError>> + 'a>>;
+
+/// Reads every path with `read`, at most [`MAX_CONCURRENT_READS`] at a time, until all are
+/// done or the deadline completes; paths unread by then are absent from the result.
 async fn read_all<'a, D: Future<Output = ()>>(
-    client: &'a VaultClient,
     mount: &'a str,
     paths: &'a [String],
+    read: impl Fn(&'a str) -> Pending<'a>,
     mut deadline: Pin<&mut D>,
 ) -> HashMap<&'a str, Read> {
-    type Pending<'a> = Pin<Box<dyn Future<Output = Result<ApiResponse, ClientError>> + 'a>>;
     let mut queue = paths.iter();
     let mut running: Vec<(&'a str, Pending<'a>)> = Vec::new();
     let mut done: HashMap<&'a str, Read> = HashMap::new();
@@ -440,7 +501,7 @@ async fn read_all<'a, D: Future<Output = ()>>(
         loop {
             while running.len() < MAX_CONCURRENT_READS {
                 match queue.next() {
-                    Some(p) => running.push((p.as_str(), Box::pin(client.kv_read(mount, p, None)))),
+                    Some(p) => running.push((p.as_str(), read(p.as_str()))),
                     None => break,
                 }
             }

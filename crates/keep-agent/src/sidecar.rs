@@ -453,8 +453,15 @@ impl Backoff {
 
 /// Runs the sidecar until `shutdown` completes: fetch and write now, then every `interval`,
 /// retrying with [`Backoff`] after failures. Destinations should have been checked
-/// ([`crate::sink::check_all`]) before. On shutdown the token is revoked (best effort).
-pub async fn run(config: Arc<AgentConfig>, interval: Duration, shutdown: impl Future<Output = ()>) {
+/// ([`crate::sink::check_all`]) before. Every successful round also refreshes what `proxy`
+/// (the loopback Vault API, when configured) serves during an outage. On shutdown the token
+/// is revoked (best effort).
+pub async fn run(
+    config: Arc<AgentConfig>,
+    interval: Duration,
+    shutdown: impl Future<Output = ()>,
+    proxy: Option<&crate::proxy::Proxy>,
+) {
     tokio::pin!(shutdown);
     let mut session = Session::new(config.clone());
     let mut written: Vec<Option<u64>> = vec![None; config.secrets.len()];
@@ -467,7 +474,7 @@ pub async fn run(config: Arc<AgentConfig>, interval: Duration, shutdown: impl Fu
         }
         let wait = tokio::select! {
             () = &mut shutdown => break,
-            r = round(&mut session, &config, &mut written) => match r {
+            r = round(&mut session, &config, &mut written, proxy) => match r {
                 Ok(files) => {
                     if files > 0 {
                         tracing::info!(files, "secret files up to date");
@@ -502,8 +509,14 @@ async fn round(
     session: &mut Session,
     config: &AgentConfig,
     written: &mut [Option<u64>],
+    proxy: Option<&crate::proxy::Proxy>,
 ) -> Result<usize, AgentError> {
     let fetched = session.fetch_all().await?;
+    if let Some(proxy) = proxy {
+        for (spec, f) in config.secrets.iter().zip(&fetched) {
+            proxy.remember(&spec.mount, &spec.path, f);
+        }
+    }
     let mut pending = Vec::new();
     for (i, (spec, f)) in config.secrets.iter().zip(&fetched).enumerate() {
         if written.get(i).copied().flatten() == Some(f.version) {

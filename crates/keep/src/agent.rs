@@ -134,9 +134,30 @@ fn run_sidecar(config: AgentConfig, interval: Duration) -> anyhow::Result<u8> {
         "keep agent: keeping the secret files current"
     );
     let config = Arc::new(config);
+    // The loopback Vault API: token file written and listeners bound before the first round,
+    // so a port in use or an unwritable token file stops the agent at start (exit 64).
+    let proxy = keep_agent::proxy::Proxy::new(config.clone())
+        .map_err(|e| usage(format!("{}: {e}", config.path.display())))?
+        .map(Arc::new);
     connect::block_on(async move {
         let shutdown = shutdown_signal()?;
-        keep_agent::sidecar::run(config, interval, shutdown).await;
+        let serving = match &proxy {
+            Some(p) => {
+                let listeners = p
+                    .bind()
+                    .await
+                    .map_err(|e| usage(format!("{}: {e}", config.path.display())))?;
+                Some(tokio::spawn(p.clone().serve(listeners)))
+            }
+            None => None,
+        };
+        keep_agent::sidecar::run(config, interval, shutdown, proxy.as_deref()).await;
+        if let Some(task) = serving {
+            task.abort();
+        }
+        if let Some(p) = &proxy {
+            p.stop().await;
+        }
         Ok(())
     })?;
     Ok(0)

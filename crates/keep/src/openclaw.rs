@@ -11,6 +11,11 @@
 //! - every id gets an answer (a value or a per-id error) and the exit code is 0 whenever a
 //!   response was written; only a request that cannot be read or parsed, or a config that
 //!   cannot be used, exits non-zero (with the reason on stderr, nothing on stdout);
+//! - when the agent config has `proxy.socket` (or a socket path in `proxy.listen`) and a
+//!   `keep agent` sidecar answers on it, ids are read through the sidecar: no TLS handshake,
+//!   no login, and during a server outage the sidecar's last-known values — so a Gateway
+//!   restarting in a loop never reaches the server (the TLS files need not even be readable
+//!   by the resolver's user then); otherwise the resolver logs in to the server itself;
 //! - the whole run is bounded (`--timeout-ms`, default 4 s, under OpenClaw's 5 s): ids not
 //!   resolved by then get `UNAVAILABLE`.
 
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use keep_agent::client::{ClientConfig, VaultClient};
 use keep_agent::config::{AgentConfig, ConfigError};
+use keep_agent::proxy::LocalClient;
 use keep_agent::resolver::{self, ErrorCode, IdError, RequestError, Resolver, Response};
 
 use crate::exit::USAGE;
@@ -89,6 +95,47 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         );
         return Ok(USAGE);
     }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // Answer anyway: OpenClaw then reports each id rather than a bare exit code.
+            let err = IdError {
+                code: ErrorCode::Unavailable,
+                message: format!("cannot start the async runtime: {e}"),
+            };
+            return answer(&Response::all_failed(&request.ids, &err));
+        }
+    };
+    // A sidecar on this host answers over its socket: no handshake, no login, and its memory
+    // carries the answer through a server outage. Without one, talk to the server directly.
+    if let Some(socket) = config.proxy.as_ref().and_then(|p| p.socket.as_deref()) {
+        match runtime.block_on(LocalClient::connect(socket)) {
+            Ok(local) => {
+                tracing::debug!(socket = %socket.display(), "asking the keep agent sidecar");
+                return runtime.block_on(async {
+                    let deadline = tokio::time::sleep(budget.saturating_sub(started.elapsed()));
+                    let response =
+                        resolver::resolve_local(&local, &mount, &request.ids, deadline).await;
+                    let code = answer(&response);
+                    tracing::debug!(
+                        resolved = response.values.len(),
+                        failed = response.errors.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "answered through the sidecar"
+                    );
+                    code
+                });
+            }
+            Err(e) => tracing::debug!(
+                socket = %socket.display(),
+                error = %e,
+                "no keep agent sidecar answers on the socket; talking to the server"
+            ),
+        }
+    }
     let client = config
         .connection
         .mtls
@@ -110,20 +157,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            // Answer anyway: OpenClaw then reports each id rather than a bare exit code.
-            let err = IdError {
-                code: ErrorCode::Unavailable,
-                message: format!("cannot start the async runtime: {e}"),
-            };
-            return answer(&Response::all_failed(&request.ids, &err));
-        }
-    };
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "config loaded; resolving"
