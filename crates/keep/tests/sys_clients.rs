@@ -39,32 +39,43 @@ fn node_modules() -> Option<PathBuf> {
     None
 }
 
-/// hvac: list_mounted_secrets_engines, read_mount_configuration, list_auth_methods, health,
-/// is_initialized, get_capabilities, a wrapped KV read unwrapped once by an agent, wrap/unwrap.
-#[test]
-fn hvac_sys_introspection_and_response_wrapping() {
+/// Runs an hvac script against a fresh lab server with the URL, CA, admin and agent
+/// certificates (and `intermediate` when asked) as arguments, with the CA given per request
+/// (the machine's REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE cleared), and asserts it printed `done`.
+fn run_hvac(name: &str, with_intermediate: bool, done: &str) {
     let Some(py) = hvac_python() else { return };
     let lab = Lab::new(keep_bin());
     lab.init();
     let server = lab.start();
-    let out = Command::new(py)
-        .arg(script("hvac_sys.py"))
+    let mut cmd = Command::new(py);
+    cmd.arg(script(name))
         .arg(lab.url())
         .arg(&lab.files.root_cert)
         .arg(&lab.files.admin_cert)
         .arg(&lab.files.admin_key)
         .arg(&lab.files.client_cert)
         .arg(&lab.files.client_key)
-        .output()
-        .unwrap();
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE");
+    if with_intermediate {
+        cmd.arg(&lab.files.intermediate_cert);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "hvac sys script failed:\n{}\n{}\nserver log:\n{}",
+        "{name} failed:\n{}\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         server.log()
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all sys calls behaved"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(done));
+}
+
+/// hvac: list_mounted_secrets_engines, read_mount_configuration, list_auth_methods, health,
+/// is_initialized, get_capabilities, a wrapped KV read unwrapped once by an agent, wrap/unwrap.
+#[test]
+fn hvac_sys_introspection_and_response_wrapping() {
+    run_hvac("hvac_sys.py", false, "all sys calls behaved");
 }
 
 /// node-vault: mounts(), health(), initialized().
@@ -100,29 +111,5 @@ fn node_vault_mounts_health_initialized() {
 /// list-only policy, with their refusals.
 #[test]
 fn hvac_json_policies_top_level_fields_and_agent_lists() {
-    let Some(py) = hvac_python() else { return };
-    let lab = Lab::new(keep_bin());
-    lab.init();
-    let server = lab.start();
-    let out = Command::new(py)
-        .arg(script("hvac_shapes.py"))
-        .arg(lab.url())
-        .arg(&lab.files.root_cert)
-        .arg(&lab.files.admin_cert)
-        .arg(&lab.files.admin_key)
-        .arg(&lab.files.client_cert)
-        .arg(&lab.files.client_key)
-        .arg(&lab.files.intermediate_cert)
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("CURL_CA_BUNDLE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hvac shapes script failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all shapes behaved"));
+    run_hvac("hvac_shapes.py", true, "all shapes behaved");
 }

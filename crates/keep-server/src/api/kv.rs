@@ -75,6 +75,17 @@ pub async fn list(State(state): State<Arc<AppState>>, req: VaultRequest) -> Answ
     })())
 }
 
+/// A non-negative integer query parameter (`?version=`, `?depth=`); absent or empty is `None`.
+fn query_u64(req: &VaultRequest, name: &str) -> Result<Option<u64>, ApiError> {
+    match req.query(name) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
+    }
+}
+
 /// `GET data/:path[?version=n]`.
 pub async fn read(
     State(state): State<Arc<AppState>>,
@@ -84,13 +95,7 @@ pub async fn read(
     let access = admit!(state, req, Operation::Read);
     let now = OffsetDateTime::now_utc();
     access.answer((|| {
-        let version = match req.query("version") {
-            None | Some("") => None,
-            Some(v) => Some(
-                v.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request("version must be a non-negative integer"))?,
-            ),
-        };
+        let version = query_u64(&req, "version")?;
         let v = KvEngine::new(&*store(&state)?, MOUNT).read(&path, version, now)?;
         Ok(ok(json!({ "data": v.data, "metadata": v.metadata })))
     })())
@@ -108,14 +113,8 @@ pub async fn subkeys(
     let access = admit!(state, req, Operation::Read);
     let now = OffsetDateTime::now_utc();
     access.answer((|| {
-        let number = |name: &str| match req.query(name) {
-            None | Some("") => Ok(0),
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("{name} must be a non-negative integer"))
-            }),
-        };
-        let version = number("version")?;
-        let depth = number("depth")?;
+        let version = query_u64(&req, "version")?.unwrap_or(0);
+        let depth = query_u64(&req, "depth")?.unwrap_or(0);
         match KvEngine::new(&*store(&state)?, MOUNT).read(&path, Some(version), now) {
             Ok(v) => Ok(ok(json!({
                 "subkeys": shape(&v.data, depth),
